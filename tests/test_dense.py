@@ -1,0 +1,94 @@
+"""Dense curvature matrices: exact against torch.func.hessian, resumable, and their exact spectra."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, hessian
+
+from landscape.curvature.dense import STATE_FILE, dense_hessian
+from landscape.curvature.operators import HessianOperator, make_batches
+from landscape.errors import LandscapeError
+from landscape.losses import cross_entropy
+from landscape.spectra.exact import exact_spectrum, spectrum_statistics
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 7), nn.Tanh(), nn.Linear(7, 3)).double().eval()
+    x, y = torch.randn(10, 1, 2, 3, dtype=torch.float64), torch.randint(0, 3, (10,))
+    return model, x, y
+
+
+def _reference(model, x, y):
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    sizes = [p.numel() for _, p in model.named_parameters()]
+    w0 = torch.cat([p.detach().reshape(-1) for _, p in model.named_parameters()])
+
+    def loss(v):
+        params = {n: t.view(s) for n, t, s in zip(names, torch.split(v, sizes), shapes)}
+        return cross_entropy(functional_call(model, params, (x,)), y)
+
+    return hessian(loss)(w0).numpy()
+
+
+def test_dense_hessian_in_memory_matches_reference():
+    model, x, y = _net()
+    op = HessianOperator(model, None, make_batches(x, y, 4))
+    H = dense_hessian(op, block_size=5, progress=False)
+    np.testing.assert_allclose(H, _reference(model, x, y), rtol=1e-9, atol=1e-12)
+
+
+def test_dense_hessian_resumes_after_interruption_with_identical_result(tmp_path):
+    model, x, y = _net()
+    op = HessianOperator(model, None, make_batches(x, y, 4))
+    full = np.array(dense_hessian(op, tmp_path / "a", block_size=7, progress=False))
+    partial = dense_hessian(op, tmp_path / "b", block_size=7, progress=False, max_blocks=3)
+    state = __import__("json").loads((tmp_path / "b" / STATE_FILE).read_text())
+    assert state["blocks_done"] == 3 and state["num_blocks"] == -(-op.shape[0] // 7)
+    assert not np.any(np.array(partial)[21:])  # nothing beyond the finished blocks yet
+    before = op.count
+    resumed = np.array(dense_hessian(op, tmp_path / "b", block_size=7, progress=False))
+    assert op.count - before == op.shape[0] - 21  # finished blocks are not recomputed
+    np.testing.assert_array_equal(resumed, full)
+
+
+def test_dense_hessian_refuses_to_resume_onto_another_operator(tmp_path):
+    model, x, y = _net()
+    op = HessianOperator(model, None, make_batches(x, y, 4))
+    dense_hessian(op, tmp_path, block_size=7, progress=False, max_blocks=2)
+    other, _, _ = _net(seed=1)
+    with pytest.raises(LandscapeError, match="different fingerprint"):
+        dense_hessian(HessianOperator(other, None, make_batches(x, y, 4)), tmp_path, block_size=7, progress=False)
+
+
+def test_exact_spectrum_in_place_and_within_its_bound():
+    rng = np.random.default_rng(0)
+    n = 300
+    lam = np.concatenate([rng.normal(0, 1e-6, n - 20), np.geomspace(0.1, 40, 15), -np.geomspace(1e-3, 0.1, 5)])
+    Q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    H = (Q * lam) @ Q.T
+    H = 0.5 * (H + H.T)
+    H_c = H.copy()  # C order
+    result = exact_spectrum(H_c, overwrite=True)
+    assert result.in_place
+    assert not np.array_equal(H_c, H)  # LAPACK worked on the caller's array: no copy
+    err = np.max(np.abs(result.eigenvalues - np.sort(lam)))
+    assert err <= result.eigenvalue_abs_error_bound
+    assert result.eigenvalue_abs_error_bound < 1e-11
+    # float32 storage, float64 solve: the reported bound covers the storage rounding
+    result32 = exact_spectrum(H.astype(np.float32))
+    assert not result32.in_place and result32.storage_error_bound > 0
+    assert np.max(np.abs(result32.eigenvalues - np.sort(lam))) <= result32.eigenvalue_abs_error_bound
+    # float32 solve: larger but still bounded error
+    result_f32 = exact_spectrum(H, solve_dtype="float32")
+    assert np.max(np.abs(result_f32.eigenvalues - np.sort(lam))) <= result_f32.eigenvalue_abs_error_bound
+    assert result_f32.abs_error_bound > 1e4 * result.abs_error_bound
+
+
+def test_spectrum_statistics_are_the_papers_fractions():
+    lam = np.array([-2e-2, -5e-6, 0.0, 5e-5, 5e-4, 5e-3, 1.0, 10.0])
+    stats = spectrum_statistics(lam)
+    assert stats["lambda_max"] == 10.0 and stats["lambda_min"] == -2e-2
+    assert stats["fraction_abs_below"] == {"1e-5": 2 / 8, "1e-4": 3 / 8, "1e-3": 4 / 8, "1e-2": 5 / 8}
