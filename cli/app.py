@@ -1,0 +1,360 @@
+"""The `landscape` command: one thin command per pipeline stage.
+
+Each command maps its typed options onto the stage's frozen config dataclass and calls
+the library; nothing here computes anything. Errors a user can cause
+(:class:`landscape.errors.LandscapeError`) are printed as one sentence on stderr with
+exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional, TypeVar
+
+import typer
+from rich.console import Console
+
+from landscape.errors import LandscapeError
+
+app = typer.Typer(
+    help="landscape: geometry of neural-network loss landscapes. "
+    "Stages: train -> spectrum (-> flatness -> report, in later releases).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+T = TypeVar("T")
+err_console = Console(stderr=True)
+console = Console()
+
+
+class ModelName(str, enum.Enum):
+    small_mnistfc = "small-mnistfc"
+    mnistfc = "mnistfc"
+    small_lenet = "small-lenet"
+    lenet = "lenet"
+    all_cnn_bn = "all-cnn-bn"
+    char_lstm = "char-lstm"
+    lstm_lm = "lstm-lm"
+
+
+class OptimizerName(str, enum.Enum):
+    sgd = "sgd"
+    adam = "adam"
+    entropy_sgd = "entropy-sgd"
+    entropy_adam = "entropy-adam"
+    replicated_sgd = "replicated-sgd"
+    sam = "sam"
+
+
+class SamBase(str, enum.Enum):
+    sgd = "sgd"
+    adam = "adam"
+
+
+def run_guarded(fn: Callable[[], T]) -> T:
+    """Run a stage; a user error becomes one line on stderr and exit status 2."""
+    try:
+        return fn()
+    except LandscapeError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err_console.print(
+            "interrupted: the last complete checkpoint is intact; continue with --resume.", highlight=False
+        )
+        raise typer.Exit(130) from None
+
+
+def _parse_value(text: str):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_model_args(items: List[str]) -> dict:
+    """``["hidden=32", "dropout=0.1"]`` -> ``{"hidden": 32, "dropout": 0.1}``."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise LandscapeError(f"--model-arg expects KEY=VALUE, got '{item}'.")
+        key, value = item.split("=", 1)
+        out[key.strip().replace("-", "_")] = _parse_value(value.strip())
+    return out
+
+
+def parse_int_list(text: Optional[str], option: str) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise LandscapeError(f"{option} expects comma-separated integers like 30,60,90, got '{text}'.") from None
+
+
+def default_run_dir(model: str, optimizer: str, dataset: str, seed: int) -> str:
+    dataset_tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(dataset.split(":", 1)[-1]).stem if ":" in dataset else dataset)
+    return f"runs/{model}-{optimizer}-{dataset_tag}-s{seed}"
+
+
+# Options that --resume takes from the run's config.json instead of the command line.
+_RESUME_OVERRIDABLE = {"epochs", "device", "out", "resume", "quiet"}
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    model: ModelName = typer.Option(ModelName.small_mnistfc, "--model", "-m", help="Network from the model zoo."),
+    dataset: str = typer.Option(
+        "digits", "--dataset", "-d", help="digits (embedded), fashion-mnist, mnist, cifar10, ptb, or text:PATH."
+    ),
+    optimizer: OptimizerName = typer.Option(OptimizerName.sgd, "--optimizer", "-o", help="Training algorithm."),
+    epochs: Optional[int] = typer.Option(
+        None, "--epochs", "-e", help="Outer epochs: parameter updates x batch size / training-set size. [default: 5]"
+    ),
+    batch_size: int = typer.Option(128, "--batch-size", "-b", help="Minibatch size."),
+    lr: Optional[float] = typer.Option(
+        None, "--lr", help="Outer learning rate [default: sgd 0.1, adam 1e-3, entropy-sgd 1.0, entropy-adam 1e-2, replicated-sgd 0.1, sam 0.1]."
+    ),
+    momentum: float = typer.Option(0.9, help="Momentum of the (outer) SGD update."),
+    nesterov: bool = typer.Option(True, "--nesterov/--no-nesterov", help="Nesterov momentum."),
+    weight_decay: float = typer.Option(0.0, help="L2 weight decay."),
+    lr_milestones: Optional[str] = typer.Option(
+        None, help="Outer epochs after which the learning rate is multiplied by --lr-decay, e.g. 30,60,90."
+    ),
+    lr_decay: float = typer.Option(0.1, help="Learning-rate factor at each milestone."),
+    langevin_steps: Optional[int] = typer.Option(
+        None, "--L", "-L", help="Entropy-SGD/Adam: SGLD steps per update (Alg. 1) [default: 20 / 5]."
+    ),
+    sgld_lr: float = typer.Option(0.1, help="Entropy-SGD/Adam: SGLD step size eta'."),
+    noise: float = typer.Option(1e-4, help="Entropy-SGD/Adam: thermal noise epsilon."),
+    gamma: Optional[float] = typer.Option(None, help="Entropy-SGD/Adam: initial scope gamma_0 [default: 0.03 / 0.01]."),
+    scoping: Optional[float] = typer.Option(
+        None, help="Entropy-SGD/Adam: gamma_t = gamma_0 (1 + scoping)^t (Sec. 4.3) [default: 1e-3 / 0]."
+    ),
+    alpha: float = typer.Option(0.75, help="Entropy-SGD/Adam: weight of the newest SGLD sample in mu."),
+    replicas: int = typer.Option(3, help="Replicated-SGD: number of replicas y."),
+    coupling: float = typer.Option(1e-3, help="Replicated-SGD: initial coupling g_0."),
+    coupling_growth: float = typer.Option(1e-3, help="Replicated-SGD: g_t = g_0 (1 + growth)^t."),
+    rho: float = typer.Option(0.05, help="SAM: neighbourhood radius."),
+    adaptive: bool = typer.Option(False, "--adaptive/--no-adaptive", help="SAM: adaptive ASAM perturbation."),
+    sam_base: SamBase = typer.Option(SamBase.sgd, help="SAM: base optimizer."),
+    model_arg: List[str] = typer.Option([], "--model-arg", help="Model constructor argument KEY=VALUE (repeatable)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where dataset files live (else $LANDSCAPE_DATA)."),
+    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Standardise inputs with train statistics."),
+    preprocess: Optional[str] = typer.Option(None, help="Extra preprocessing, e.g. gcn-zca for cifar10."),
+    val_fraction: float = typer.Option(0.1, help="Fraction of the training split held out for validation."),
+    seq_len: Optional[int] = typer.Option(None, help="Window length for text / ptb."),
+    seed: int = typer.Option(0, help="Seed of initialisation, data order and SGLD noise."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory [default: runs/MODEL-OPTIMIZER-DATASET-sSEED]."),
+    device: str = typer.Option("auto", help="auto (CUDA if present), cpu, cuda, cuda:N."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-epoch lines."),
+) -> None:
+    """Train a network and write RUN_DIR/{config.json, metrics.jsonl, checkpoint.pt}."""
+    from landscape.train import TrainConfig
+    from landscape.train import train as run_train
+
+    def go():
+        if resume:
+            if out is None:
+                raise LandscapeError("--resume needs --out RUN_DIR naming the run to continue.")
+            given = [
+                name
+                for name in ctx.params
+                if name not in _RESUME_OVERRIDABLE
+                and _given_on_command_line(ctx, name)
+            ]
+            if given:
+                raise LandscapeError(
+                    f"--resume takes its settings from {out / 'config.json'}; only --epochs and --device may change "
+                    f"(got --{given[0].replace('_', '-')})."
+                )
+            config = _config_from_run(out, epochs=epochs, device=device)
+        else:
+            config = TrainConfig(
+                model=model.value,
+                dataset=dataset,
+                optimizer=optimizer.value,
+                epochs=5 if epochs is None else epochs,
+                batch_size=batch_size,
+                lr=lr,
+                momentum=momentum,
+                nesterov=nesterov,
+                weight_decay=weight_decay,
+                lr_milestones=parse_int_list(lr_milestones, "--lr-milestones"),
+                lr_decay=lr_decay,
+                L=langevin_steps,
+                sgld_lr=sgld_lr,
+                noise=noise,
+                gamma=gamma,
+                scoping=scoping,
+                alpha=alpha,
+                replicas=replicas,
+                coupling=coupling,
+                coupling_growth=coupling_growth,
+                rho=rho,
+                adaptive=adaptive,
+                sam_base=sam_base.value,
+                model_kwargs=parse_model_args(model_arg),
+                data_dir=None if data_dir is None else str(data_dir),
+                normalize=normalize,
+                preprocess=preprocess,
+                val_fraction=val_fraction,
+                seq_len=seq_len,
+                seed=seed,
+                device=device,
+                out=str(out) if out is not None else default_run_dir(model.value, optimizer.value, dataset, seed),
+            )
+        log = (lambda msg: None) if quiet else (lambda msg: console.print(msg, highlight=False, soft_wrap=True))
+        result = run_train(config, resume=resume, progress=not quiet and sys.stderr.isatty(), log=log)
+        final = result.final
+        summary = f"test_error {final['test_error']:.4f}"
+        if "test_perplexity" in final:
+            summary = f"test_perplexity {final['test_perplexity']:.3f}"
+        console.print(
+            f"wrote {result.run_dir}/{{config.json, metrics.jsonl, checkpoint.pt}}: epoch {final['epoch']}, "
+            f"{final['effective_epochs']:.1f} effective epochs, {summary}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    run_guarded(go)
+
+
+class Method(str, enum.Enum):
+    exact = "exact"
+    lanczos = "lanczos"
+    slq = "slq"
+    trace = "trace"
+    fisher_diag = "fisher-diag"
+
+
+class Operator(str, enum.Enum):
+    hessian = "hessian"
+    ggn = "ggn"
+    fisher = "fisher"
+
+
+class Which(str, enum.Enum):
+    LA = "LA"
+    SA = "SA"
+    both = "both"
+    LM = "LM"
+
+
+class FisherKind(str, enum.Enum):
+    empirical = "empirical"
+    mc = "mc"
+    adam = "adam"
+
+
+class Precision(str, enum.Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+class Mode(str, enum.Enum):
+    eval = "eval"
+    train = "train"
+
+
+@app.command()
+def spectrum(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint.pt (or the run directory holding it)."),
+    method: Method = typer.Option(Method.lanczos, "--method", help="exact | lanczos | slq | trace | fisher-diag."),
+    operator: Operator = typer.Option(Operator.hessian, "--operator", help="Curvature matrix: hessian, ggn or fisher."),
+    samples: int = typer.Option(1000, "--samples", "-n", help="Number of samples N (the loss is their mean)."),
+    split: str = typer.Option("train", "--split", help="train, val or test."),
+    batch_size: int = typer.Option(256, "--batch-size", "-b", help="Samples per forward pass (memory, not the result)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random subset and probe seed [default: first N in order]."),
+    mode: Mode = typer.Option(Mode.eval, "--mode", help="Model mode while differentiating."),
+    dtype: Precision = typer.Option(Precision.float64, "--dtype", help="Precision of products and of the eigensolve."),
+    k: int = typer.Option(20, "--k", help="Lanczos: number of eigenvalues (per end with --which both)."),
+    which: Which = typer.Option(Which.LA, "--which", help="Lanczos: LA largest, SA smallest, both, LM magnitude."),
+    tol: float = typer.Option(1e-8, "--tol", help="Lanczos: relative residual tolerance."),
+    num_probes: int = typer.Option(10, "--probes", help="SLQ: number of random probes."),
+    num_iters: int = typer.Option(90, "--iters", help="SLQ: Lanczos steps per probe."),
+    trace_rel: float = typer.Option(0.01, "--trace-rel", help="Trace: stop at this relative standard error."),
+    fisher: FisherKind = typer.Option(FisherKind.empirical, "--fisher", help="fisher-diag / fisher operator: kind."),
+    mc_samples: int = typer.Option(1, "--mc-samples", help="MC Fisher: label draws per input."),
+    storage: Precision = typer.Option(Precision.float64, "--storage", help="Exact: precision of the stored matrix."),
+    block_size: int = typer.Option(64, "--block-size", help="Exact: columns per block product."),
+    keep_matrix: bool = typer.Option(False, "--keep-matrix", help="Exact: keep hessian.bin after the solve."),
+    params: List[str] = typer.Option([], "--param", help="Restrict to these parameter tensors / module prefixes."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where dataset files live."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder [default: RUN_DIR/spectrum-METHOD]."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda, cuda:N."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Curvature spectrum of a checkpoint: writes DIR/spectrum.npz and DIR/spectrum.json."""
+    from landscape.spectrum import SpectrumConfig, compute_spectrum
+
+    def go():
+        config = SpectrumConfig(
+            checkpoint=str(checkpoint), method=method.value, operator=operator.value, samples=samples, split=split,
+            batch_size=batch_size, seed=seed, mode=mode.value, dtype=dtype.value, device=device,
+            out=None if out is None else str(out), data_dir=None if data_dir is None else str(data_dir),
+            params=tuple(params) or None, k=k, which=which.value, tol=tol, num_probes=num_probes,
+            num_iters=num_iters, trace_rel=trace_rel, fisher=fisher.value, mc_samples=mc_samples,
+            storage_dtype=storage.value, block_size=block_size, keep_matrix=keep_matrix,
+        )
+        out_dir, summary = compute_spectrum(config, progress=not quiet and sys.stderr.isatty())
+        parts = [f"n_params {summary['n_params']}"]
+        for key in ("lambda_max", "lambda_min", "trace"):
+            if key in summary:
+                parts.append(f"{key} {summary[key]:.6g}")
+        if "fraction_abs_below" in summary and method.value == "exact":
+            parts.append(f"|lambda|<1e-4: {summary['fraction_abs_below']['1e-4']:.1%}")
+        parts.append(f"{summary['hvp_count']} products, {summary['wall_s']:.1f} s")
+        console.print(f"wrote {out_dir}/spectrum.{{npz,json}}: " + ", ".join(parts), highlight=False, soft_wrap=True)
+
+    run_guarded(go)
+
+
+def _given_on_command_line(ctx: typer.Context, name: str) -> bool:
+    # ParameterSource lives in click or in typer's vendored copy: compare by name
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _config_from_run(run_dir: Path, *, epochs: Optional[int], device: str):
+    import dataclasses
+    import json
+
+    from landscape.train import TrainConfig
+
+    path = run_dir / "config.json"
+    if not path.exists():
+        raise LandscapeError(f"Cannot resume: '{path}' does not exist; start the run without --resume.")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise LandscapeError(f"Cannot resume: '{path}' is not valid JSON.") from None
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig.from_dict({k: v for k, v in saved.items() if k in names})
+    changes = {"device": device, "out": str(run_dir)}
+    if epochs is not None:
+        changes["epochs"] = epochs
+    return dataclasses.replace(config, **changes)
+
+
+@app.callback()
+def _root() -> None:
+    """landscape: train with flatness-seeking optimizers, measure the minima they reach."""
+
+
+def main() -> None:
+    app()

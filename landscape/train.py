@@ -1,0 +1,454 @@
+"""One training loop for every optimizer, counting gradient evaluations.
+
+``train(config)`` writes a run directory (DESIGN.md sec. 1)::
+
+    RUN_DIR/config.json      the TrainConfig, versions, dataset provenance
+    RUN_DIR/metrics.jsonl    one JSON object per outer epoch (epoch 0 = initialisation)
+    RUN_DIR/checkpoint.pt    the last complete epoch (safe to load, see landscape.checkpoint)
+
+Epochs and effective epochs (paper Sec. 5.2, "Remark on the computational complexity"):
+``--epochs`` counts OUTER epochs, i.e. parameter updates x batch size / training-set size,
+as the paper's text does. Effective epochs count the work: the number of examples whose
+gradient was computed divided by the training-set size. Entropy-SGD with L = 20 computes
+20 minibatch gradients per parameter update, so one outer epoch is 20 effective epochs;
+SAM computes 2, Replicated-SGD with y replicas y. The loop counts these by wrapping the
+closure, so the count is what was actually done, not what a formula says.
+
+Minibatches come from :class:`BatchStream`, an endless sequence of shuffled passes over
+the training set driven by its own ``torch.Generator``; its state is checkpointed so
+``--resume`` continues with exactly the batches an uninterrupted run would have seen.
+Optimizers whose ``closure_fresh_batch`` is true (Entropy-SGD's SGLD loop, replicas)
+draw a new minibatch at every closure call; the others (SGD, Adam, SAM's two passes)
+reuse one minibatch per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from landscape.checkpoint import package_versions, read_checkpoint, save_checkpoint
+from landscape.data import Dataset, load_splits as load_data_splits
+from landscape.device import resolve_device
+from landscape.errors import LandscapeError, NonFiniteLossError
+from landscape.io import write_json, write_text
+from landscape.losses import cross_entropy, evaluate
+from landscape.models import build_model, count_parameters
+from landscape.optim import OPTIMIZER_NAMES, build_optimizer, closure_calls_per_step, closure_fresh_batch
+
+#: Outer learning rates used when --lr is not given (paper Sec. 5.2-5.4 where it says).
+DEFAULT_LR = {
+    "sgd": 0.1,
+    "adam": 1e-3,
+    "entropy-sgd": 1.0,  # Sec. 5.2/5.3: eta = 1 for the outer loop
+    "entropy-adam": 1e-2,
+    "replicated-sgd": 0.1,
+    "sam": 0.1,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; saved as ``config.json`` beside it."""
+
+    model: str = "small-mnistfc"
+    dataset: str = "digits"
+    optimizer: str = "sgd"
+    epochs: int = 5
+    batch_size: int = 128
+    seed: int = 0
+    out: str = "runs/run"
+    device: str = "auto"
+    # data
+    data_dir: str | None = None
+    normalize: bool = True
+    preprocess: str | None = None
+    val_fraction: float = 0.1
+    seq_len: int | None = None
+    # model
+    model_kwargs: dict = field(default_factory=dict)
+    # outer optimizer
+    lr: float | None = None
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_milestones: tuple[int, ...] = ()
+    lr_decay: float = 0.1
+    # Entropy-SGD / Entropy-Adam (Alg. 1, Sec. 4.2-4.3); None = the optimizer's default
+    L: int | None = None
+    sgld_lr: float = 0.1
+    noise: float = 1e-4
+    gamma: float | None = None
+    scoping: float | None = None
+    alpha: float = 0.75
+    # Replicated-SGD (Pittorino et al. 2021)
+    replicas: int = 3
+    coupling: float = 1e-3
+    coupling_growth: float = 1e-3
+    # SAM / ASAM
+    rho: float = 0.05
+    adaptive: bool = False
+    sam_base: str = "sgd"
+    # evaluation
+    train_eval_samples: int = 10_000
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZER_NAMES:
+            raise LandscapeError(f"Unknown optimizer '{self.optimizer}': choose one of {', '.join(OPTIMIZER_NAMES)}.")
+        if self.epochs < 0:
+            raise LandscapeError(f"--epochs must be >= 0, got {self.epochs}.")
+        if self.batch_size < 1:
+            raise LandscapeError(f"--batch-size must be >= 1, got {self.batch_size}.")
+        if self.lr is not None and not self.lr > 0:
+            raise LandscapeError(f"--lr must be positive, got {self.lr}.")
+        if list(self.lr_milestones) != sorted(self.lr_milestones):
+            raise LandscapeError(f"--lr-milestones must be increasing, got {list(self.lr_milestones)}.")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        d["lr_milestones"] = list(self.lr_milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise LandscapeError(f"Unknown training setting(s) {', '.join(unknown)} in the run's config.json.")
+        d = dict(d)
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        if "lr_milestones" in d:
+            d["lr_milestones"] = tuple(d["lr_milestones"])
+        return cls(**d)
+
+
+class BatchStream:
+    """Endless shuffled passes over ``range(n)``, yielding index tensors of ``batch_size``.
+
+    The last batch of a pass is short when ``batch_size`` does not divide ``n`` (a
+    single leftover example is dropped, since BatchNorm cannot train on a batch of one).
+    Its full state (permutation, position, generator) goes into checkpoints.
+    """
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator) -> None:
+        if n < 1:
+            raise LandscapeError("The training split is empty: use a larger dataset or a smaller --val-fraction.")
+        self.n = n
+        self.batch_size = min(batch_size, n)
+        self.generator = generator
+        self.passes = 0
+        self._perm = torch.randperm(n, generator=generator)
+        self._pos = 0
+
+    def next(self) -> torch.Tensor:
+        remaining = self.n - self._pos
+        if remaining <= 1 and not (remaining == 1 and self.n == 1):
+            self._perm = torch.randperm(self.n, generator=self.generator)
+            self._pos = 0
+            self.passes += 1
+        stop = min(self._pos + self.batch_size, self.n)
+        batch = self._perm[self._pos : stop]
+        self._pos = stop
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"perm": self._perm.clone(), "pos": self._pos, "passes": self.passes, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._perm = state["perm"].clone()
+        self._pos = int(state["pos"])
+        self.passes = int(state["passes"])
+        self.generator.set_state(state["generator"])
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line:
+            rows.append(json.loads(line))
+    return rows
+
+
+def _write_metrics(path: Path, rows: list[dict]) -> None:
+    # Rewritten whole and atomically each epoch: a killed run never leaves half a line.
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the run directory, the final metrics row, the model."""
+
+    run_dir: Path
+    metrics: list[dict]
+    model: nn.Module
+
+    @property
+    def final(self) -> dict:
+        return self.metrics[-1]
+
+
+def load_splits(config: TrainConfig) -> dict[str, Dataset]:
+    """The train / val / test splits for a config (the val split is carved from train)."""
+    kwargs: dict[str, Any] = {"normalize": config.normalize, "preprocess": config.preprocess, "val_fraction": config.val_fraction}
+    if config.seq_len is not None:
+        kwargs["seq_len"] = config.seq_len
+    # one read of the files and one fit of the preprocessing (ZCA) for all three splits
+    return load_data_splits(config.dataset, ("train", "val", "test"), config.data_dir, **kwargs)
+
+
+def _dataset_record(config: TrainConfig, splits: dict[str, Dataset]) -> dict:
+    train = splits["train"]
+    return {
+        "name": config.dataset,
+        "task": train.task,
+        "normalize": config.normalize,
+        "preprocess": config.preprocess,
+        "val_fraction": config.val_fraction,
+        "seq_len": config.seq_len,
+        "input_shape": list(train.input_shape),
+        "num_classes": train.num_classes,
+        "sizes": {k: len(v) for k, v in splits.items()},
+        "meta": train.meta,
+    }
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train ``config.model`` on ``config.dataset`` with ``config.optimizer``.
+
+    Writes ``config.json`` at the start, a checkpoint of the initialisation (epoch 0),
+    and after every outer epoch a metrics row and a new checkpoint, each atomically:
+    Ctrl-C or a crash leaves the last complete epoch intact and ``resume=True``
+    continues from it bit-identically on the same device. A NaN or infinite training
+    loss stops the run with :class:`NonFiniteLossError`; the last good checkpoint stays.
+    """
+    log = log or (lambda msg: None)
+    run_dir = Path(config.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+
+    splits = load_splits(config)
+    train_set = splits["train"]
+    n_train = len(train_set)
+    dataset_record = _dataset_record(config, splits)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, train_set.input_shape, train_set.num_classes, **config.model_kwargs).to(device)
+    data_generator = torch.Generator().manual_seed(config.seed + 1)
+    noise_generator = torch.Generator(device=device).manual_seed(config.seed + 2)
+    optimizer = build_optimizer(
+        config.optimizer,
+        model,
+        lr=config.learning_rate,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+        betas=tuple(config.betas),
+        L=config.L,
+        sgld_lr=config.sgld_lr,
+        noise=config.noise,
+        gamma=config.gamma,
+        scoping=config.scoping,
+        alpha=config.alpha,
+        replicas=config.replicas,
+        coupling=config.coupling,
+        coupling_growth=config.coupling_growth,
+        rho=config.rho,
+        adaptive=config.adaptive,
+        sam_base=config.sam_base,
+        generator=noise_generator,
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_milestones), gamma=config.lr_decay)
+    stream = BatchStream(n_train, config.batch_size, data_generator)
+    steps_per_epoch = math.ceil(n_train / stream.batch_size)
+    fresh = closure_fresh_batch(optimizer)
+
+    inputs_all = train_set.inputs.to(device)
+    targets_all = train_set.targets.to(device)
+    metrics_path = run_dir / "metrics.jsonl"
+    ckpt_path = run_dir / "checkpoint.pt"
+    counters = {"step": 0, "epoch": 0, "gradient_evals": 0, "gradient_examples": 0, "wall_s": 0.0}
+
+    def trainer_state() -> dict:
+        state = {
+            "counters": dict(counters),
+            "stream": stream.state_dict(),
+            "noise_generator": noise_generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
+        return state
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            ckpt_path,
+            model,
+            dataset=dataset_record,
+            optimizer=optimizer,
+            optimizer_name=config.optimizer,
+            scheduler=scheduler,
+            step=counters["step"],
+            epoch=counters["epoch"],
+            config=config.to_dict(),
+            trainer=trainer_state(),
+        )
+
+    def eval_row() -> dict:
+        row: dict[str, Any] = {
+            "epoch": counters["epoch"],
+            "step": counters["step"],
+            "effective_epochs": counters["gradient_examples"] / n_train,
+            "gradient_evals": counters["gradient_evals"],
+            "gradient_examples": counters["gradient_examples"],
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        for split, limit in (("train", config.train_eval_samples), ("val", None), ("test", None)):
+            result = evaluate(model, splits[split], device=device, batch_size=config.eval_batch_size, limit=limit)
+            for key, value in result.items():
+                row[f"{split}_{key}"] = value
+        diagnostics = getattr(optimizer, "diagnostics", None)
+        if callable(diagnostics):
+            row.update({f"opt_{k}": v for k, v in diagnostics().items()})
+        row["wall_s"] = counters["wall_s"]
+        return row
+
+    if resume:
+        if not ckpt_path.exists():
+            raise LandscapeError(f"Cannot resume: '{ckpt_path}' does not exist; start the run without --resume.")
+        payload = read_checkpoint(ckpt_path)
+        if payload.get("trainer") is None or payload.get("optimizer") is None:
+            raise LandscapeError(f"Cannot resume from '{ckpt_path}': it holds no training state.")
+        model.load_state_dict(payload["state_dict"])
+        optimizer.load_state_dict(payload["optimizer"]["state_dict"])
+        if payload.get("scheduler") is not None:
+            scheduler.load_state_dict(payload["scheduler"])
+        trainer = payload["trainer"]
+        counters.update(trainer["counters"])
+        stream.load_state_dict(trainer["stream"])
+        noise_generator.set_state(trainer["noise_generator"])
+        torch.set_rng_state(trainer["torch_rng"])
+        if "cuda_rng" in trainer and device.type == "cuda":
+            torch.cuda.set_rng_state(trainer["cuda_rng"], device)
+        rows = [r for r in _read_metrics(metrics_path) if r["epoch"] <= counters["epoch"]]
+        log(f"Resuming {run_dir} from epoch {counters['epoch']} (step {counters['step']}).")
+    else:
+        rows = []
+
+    write_json(
+        run_dir / "config.json",
+        {
+            **config.to_dict(),
+            "device_resolved": str(device),
+            "parameters": count_parameters(model),
+            "dataset_info": dataset_record,
+            "versions": package_versions(),
+        },
+    )
+    if not rows:
+        rows = [eval_row()]
+        _write_metrics(metrics_path, rows)
+        checkpoint()
+
+    def closure_for(batch_source: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+        def closure() -> torch.Tensor:
+            index = batch_source()
+            index_dev = index.to(device)
+            inputs = inputs_all[index_dev]
+            targets = targets_all[index_dev]
+            model.zero_grad(set_to_none=True)
+            loss = cross_entropy(model(inputs), targets)
+            loss.backward()
+            counters["gradient_evals"] += 1
+            counters["gradient_examples"] += int(index.numel())
+            return loss.detach()
+
+        return closure
+
+    fresh_closure = closure_for(stream.next)
+    fixed_batch: list[torch.Tensor] = []
+    fixed_closure = closure_for(lambda: fixed_batch[0])
+
+    progress_bar = _make_progress(progress)
+    total_steps = config.epochs * steps_per_epoch
+    try:
+        with progress_bar:
+            task = progress_bar.add_task(
+                f"{config.optimizer} {config.model}", total=total_steps, completed=counters["epoch"] * steps_per_epoch, status=""
+            )
+            while counters["epoch"] < config.epochs:
+                epoch_start = time.perf_counter()
+                model.train()
+                for _ in range(steps_per_epoch):
+                    if fresh:
+                        loss = optimizer.step(fresh_closure)
+                    else:
+                        fixed_batch[:] = [stream.next()]
+                        loss = optimizer.step(fixed_closure)
+                    counters["step"] += 1
+                    loss_value = float(loss)
+                    if not math.isfinite(loss_value):
+                        raise NonFiniteLossError(
+                            f"The training loss became {loss_value} at epoch {counters['epoch'] + 1}, step {counters['step']}; "
+                            f"the last good checkpoint (epoch {counters['epoch']}) is kept in {ckpt_path}: lower --lr and train again."
+                        )
+                    progress_bar.update(task, advance=1, status=f"loss {loss_value:.4f}")
+                scheduler.step()
+                counters["epoch"] += 1
+                counters["wall_s"] += time.perf_counter() - epoch_start
+                row = eval_row()
+                rows.append(row)
+                _write_metrics(metrics_path, rows)
+                checkpoint()
+                summary = f"val_error {row['val_error']:.4f}"
+                if "val_perplexity" in row:
+                    summary = f"val_ppl {row['val_perplexity']:.3f}"
+                progress_bar.update(task, status=f"epoch {counters['epoch']}: {summary}")
+                log(
+                    f"epoch {counters['epoch']:>3}  eff. epochs {row['effective_epochs']:8.2f}  "
+                    f"train_loss {row['train_loss']:.4f}  val_error {row['val_error']:.4f}  test_error {row['test_error']:.4f}"
+                )
+    finally:
+        model.eval()
+    return TrainResult(run_dir=run_dir, metrics=rows, model=model)
+
+
+def _make_progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        disable=not enabled,
+        transient=False,
+    )

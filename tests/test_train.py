@@ -1,0 +1,96 @@
+"""The training loop: gradient-evaluation accounting, determinism, resume, NaN handling."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from landscape.checkpoint import load_checkpoint
+from landscape.errors import NonFiniteLossError
+from landscape.train import BatchStream, TrainConfig, train
+
+
+def _config(tmp_path, **overrides):
+    base = dict(model="small-mnistfc", dataset="digits", optimizer="sgd", epochs=1, batch_size=64, seed=3,
+                out=str(tmp_path / "run"), device="cpu", model_kwargs={"hidden": 16})
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def _rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _strip_wall(rows):
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+
+
+def test_batch_stream_covers_every_index_once_per_pass():
+    stream = BatchStream(10, 4, torch.Generator().manual_seed(0))
+    sizes, seen = [], []
+    for _ in range(3):
+        b = stream.next()
+        sizes.append(len(b))
+        seen.extend(b.tolist())
+    assert sizes == [4, 4, 2] and sorted(seen) == list(range(10))
+    nxt = stream.next()
+    assert stream.passes == 1 and len(nxt) == 4
+    # a lone leftover example is dropped (BatchNorm cannot train on a batch of one)
+    stream = BatchStream(9, 4, torch.Generator().manual_seed(0))
+    assert [len(stream.next()) for _ in range(3)] == [4, 4, 4]
+    assert stream.passes == 1
+
+
+def test_effective_epochs_count_every_gradient_evaluation(tmp_path):
+    L = 3
+    result = train(_config(tmp_path, optimizer="entropy-sgd", L=L, lr=0.5), progress=False)
+    n_train = json.loads((tmp_path / "run" / "config.json").read_text())["dataset_info"]["sizes"]["train"]
+    steps = math.ceil(n_train / 64)
+    first, last = result.metrics[0], result.metrics[-1]
+    assert first["epoch"] == 0 and first["gradient_evals"] == 0 and first["effective_epochs"] == 0
+    assert last["step"] == steps
+    assert last["gradient_evals"] == L * steps
+    # each closure call draws a fresh batch: L*steps batches of 64 from a stream of
+    # shuffled passes, so effective epochs are L outer epochs up to the short batches
+    assert last["effective_epochs"] == pytest.approx(last["gradient_examples"] / n_train)
+    assert L * (n_train - 64) / n_train < last["effective_epochs"] <= L * steps * 64 / n_train
+    sgd = train(_config(tmp_path, out=str(tmp_path / "sgd")), progress=False).final
+    assert sgd["gradient_evals"] == steps and sgd["effective_epochs"] == pytest.approx(1.0)
+    sam = train(_config(tmp_path, optimizer="sam", out=str(tmp_path / "sam")), progress=False).final
+    assert sam["gradient_evals"] == 2 * steps and sam["effective_epochs"] == pytest.approx(2.0)
+
+
+def test_same_seed_gives_identical_metrics_and_weights(tmp_path):
+    a = train(_config(tmp_path, optimizer="entropy-sgd", L=2, lr=0.5, out=str(tmp_path / "a")), progress=False)
+    b = train(_config(tmp_path, optimizer="entropy-sgd", L=2, lr=0.5, out=str(tmp_path / "b")), progress=False)
+    assert _strip_wall(a.metrics) == _strip_wall(b.metrics)
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(p, q)
+    c = train(_config(tmp_path, optimizer="entropy-sgd", L=2, lr=0.5, seed=4, out=str(tmp_path / "c")), progress=False)
+    assert _strip_wall(a.metrics)[-1] != _strip_wall(c.metrics)[-1]
+
+
+@pytest.mark.parametrize("optimizer", ["entropy-sgd", "replicated-sgd"])
+def test_resume_continues_bit_identically(tmp_path, optimizer):
+    kw = dict(optimizer=optimizer, L=2, lr=0.3, model="mnistfc", model_kwargs={"hidden": 16})
+    straight = train(_config(tmp_path, epochs=2, out=str(tmp_path / "straight"), **kw), progress=False)
+    train(_config(tmp_path, epochs=1, out=str(tmp_path / "resumed"), **kw), progress=False)
+    resumed = train(_config(tmp_path, epochs=2, out=str(tmp_path / "resumed"), **kw), resume=True, progress=False)
+    assert _strip_wall(resumed.metrics) == _strip_wall(straight.metrics)
+    assert _strip_wall(_rows(tmp_path / "resumed")) == _strip_wall(straight.metrics)
+    a, _ = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    b, meta = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    assert meta["epoch"] == 2
+    for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p, q), n
+
+
+def test_nan_loss_stops_with_one_sentence_and_keeps_last_good_checkpoint(tmp_path):
+    config = _config(tmp_path, lr=1e30, momentum=0.0, epochs=3)
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        train(config, progress=False)
+    model, meta = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    rows = _rows(tmp_path / "run")
+    assert rows[-1]["epoch"] == meta["epoch"]
