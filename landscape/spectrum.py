@@ -1,0 +1,235 @@
+"""The spectrum stage: checkpoint -> curvature operator -> spectrum.npz + spectrum.json.
+
+``compute_spectrum(SpectrumConfig(...))`` reads a checkpoint, takes the first N samples
+of a split in dataset order (or a seeded random subset), builds the curvature operator
+of the MEAN loss over them and runs one method:
+
+==============  ==========================================  ==============================
+method          npz arrays                                  json extras
+==============  ==========================================  ==============================
+exact           eigenvalues (all, ascending, float64)       error bound, statistics
+lanczos         ritz_values, residuals, converged           statistics of the Ritz values
+slq             nodes, weights (one row per probe)          trace (+ stderr)
+trace           samples                                      trace, trace_stderr
+fisher-diag     diagonal                                     statistics of the diagonal
+==============  ==========================================  ==============================
+
+Every JSON records method, n_params, samples, split, mode, dtype, seed, hvp_count,
+wall_s and peak_rss_mb (DESIGN.md sec. 4: the sample set, dtype, mode, seed, HVP count
+and wall time are part of the result). Results are written atomically; the dense
+matrix of ``exact`` is built resumably in the output folder and removed once solved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from landscape.checkpoint import load_checkpoint, package_versions
+from landscape.curvature.dense import MATRIX_FILE, STATE_FILE, dense_hessian
+from landscape.curvature.diagonal import adam_fisher_diagonal, diagonal_fisher
+from landscape.curvature.operators import FisherOperator, GGNOperator, HessianOperator, make_batches
+from landscape.device import resolve_device
+from landscape.errors import LandscapeError
+from landscape.io import write_json, write_npz
+from landscape.losses import cross_entropy
+from landscape.spectra.exact import exact_spectrum, spectrum_statistics
+from landscape.spectra.lanczos import lanczos
+from landscape.spectra.slq import slq
+from landscape.spectra.trace import hutchinson_trace
+
+METHODS = ("exact", "lanczos", "slq", "trace", "fisher-diag")
+OPERATORS = ("hessian", "ggn", "fisher")
+
+
+@dataclass(frozen=True)
+class SpectrumConfig:
+    checkpoint: str
+    method: str = "lanczos"
+    operator: str = "hessian"
+    samples: int = 1000
+    split: str = "train"
+    batch_size: int = 256
+    seed: int | None = None  # None: the first N samples in dataset order
+    mode: str = "eval"
+    dtype: str = "float64"
+    device: str = "auto"
+    out: str | None = None
+    data_dir: str | None = None
+    params: tuple[str, ...] | None = None
+    # lanczos
+    k: int = 20
+    which: str = "LA"
+    tol: float = 1e-8
+    # slq / trace
+    num_probes: int = 10
+    num_iters: int = 90
+    trace_rel: float = 0.01
+    max_probes: int = 1000
+    # fisher
+    fisher: str = "empirical"
+    mc_samples: int = 1
+    # exact
+    storage_dtype: str = "float64"
+    block_size: int = 64
+    keep_matrix: bool = False
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise LandscapeError(f"Unknown method '{self.method}': choose one of {', '.join(METHODS)}.")
+        if self.operator not in OPERATORS:
+            raise LandscapeError(f"Unknown operator '{self.operator}': choose one of {', '.join(OPERATORS)}.")
+        if self.samples < 1:
+            raise LandscapeError(f"--samples must be >= 1, got {self.samples}.")
+        if self.dtype not in ("float32", "float64"):
+            raise LandscapeError(f"--dtype must be float32 or float64, got {self.dtype}.")
+        if self.fisher not in ("empirical", "mc", "adam"):
+            raise LandscapeError(f"--fisher must be empirical, mc or adam, got {self.fisher}.")
+
+    def output_dir(self) -> Path:
+        if self.out is not None:
+            return Path(self.out)
+        ckpt = Path(self.checkpoint)
+        run_dir = ckpt if ckpt.is_dir() else ckpt.parent
+        return run_dir / f"spectrum-{self.method}"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def select_samples(dataset, n: int, seed: int | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The first ``n`` samples in dataset order, or a seeded random subset."""
+    total = len(dataset)
+    if n > total:
+        raise LandscapeError(f"--samples {n} exceeds the {total} samples of the '{dataset.split}' split.")
+    if seed is None:
+        index = torch.arange(n)
+        rule = f"first {n} of the '{dataset.split}' split in dataset order"
+    else:
+        index = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        rule = f"{n} of the '{dataset.split}' split drawn with seed {seed}"
+    return dataset.inputs[index], dataset.targets[index], {"rule": rule, "indices_head": index[:10].tolist()}
+
+
+def _load_data(meta: dict, config: SpectrumConfig):
+    from landscape.data import load_dataset
+
+    record = meta.get("dataset") or {}
+    if "name" not in record:
+        raise LandscapeError("The checkpoint does not say which dataset it was trained on; it cannot pick samples.")
+    kwargs = {k: record[k] for k in ("normalize", "preprocess", "val_fraction", "seq_len") if record.get(k) is not None}
+    data_dir = config.data_dir or (meta.get("config") or {}).get("data_dir")
+    return load_dataset(record["name"], config.split, data_dir, **kwargs)
+
+
+def build_operator(model, batches, config: SpectrumConfig, device, dtype):
+    common = dict(mode=config.mode, dtype=dtype, device=device, params=list(config.params) if config.params else None)
+    if config.operator == "hessian":
+        return HessianOperator(model, cross_entropy, batches, **common)
+    if config.operator == "ggn":
+        return GGNOperator(model, cross_entropy, batches, **common)
+    kind = "mc" if config.fisher == "mc" else "empirical"
+    return FisherOperator(model, cross_entropy, batches, kind=kind, mc_samples=config.mc_samples,
+                          seed=config.seed or 0, **common)
+
+
+def compute_spectrum(config: SpectrumConfig, *, progress: bool = True) -> tuple[Path, dict]:
+    """Run one spectrum method; returns ``(output_dir, summary)`` and writes the files."""
+    start = time.perf_counter()
+    device = resolve_device(config.device)
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    model, meta = load_checkpoint(config.checkpoint, device=device)
+    out_dir = config.output_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict = {
+        "method": config.method,
+        "operator": "fisher" if config.method == "fisher-diag" else config.operator,
+        "checkpoint": str(meta.get("path", config.checkpoint)),
+        "model": meta["model"],
+        "split": config.split,
+        "mode": config.mode,
+        "dtype": config.dtype,
+        "seed": config.seed,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+        "versions": package_versions(),
+        "device": str(device),
+    }
+    arrays: dict[str, np.ndarray] = {}
+
+    if config.method == "fisher-diag" and config.fisher == "adam":
+        optimizer = meta.get("optimizer") or {}
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        shapes = [p.shape for n, p in model.named_parameters() if p.requires_grad]
+        diagonal = adam_fisher_diagonal(optimizer.get("state_dict") or {}, names, shapes)
+        arrays["diagonal"] = diagonal.numpy()
+        summary.update({"fisher": "adam", "samples": None, "n_params": int(diagonal.numel()), "hvp_count": 0,
+                        "sample_rule": "moments accumulated by Adam during training"})
+    else:
+        dataset = _load_data(meta, config)
+        inputs, targets, sample_info = select_samples(dataset, config.samples, config.seed)
+        batches = make_batches(inputs, targets, config.batch_size)
+        summary.update({"samples": config.samples, "sample_rule": sample_info["rule"], "batch_size": config.batch_size,
+                        "dataset": meta.get("dataset", {}).get("name")})
+        if config.method == "fisher-diag":
+            op = FisherOperator(model, cross_entropy, batches, kind=config.fisher, mc_samples=config.mc_samples,
+                                seed=config.seed or 0, mode=config.mode, dtype=dtype, device=device)
+            arrays["diagonal"] = diagonal_fisher(op).cpu().double().numpy()
+            summary["fisher"] = config.fisher
+        else:
+            op = build_operator(model, batches, config, device, dtype)
+        summary["n_params"] = int(op.shape[0])
+        summary["loss"] = op.loss()
+        _run_method(op, config, out_dir, summary, arrays, progress)
+        summary["hvp_count"] = int(op.count)
+
+    if "diagonal" in arrays:
+        summary.update(spectrum_statistics(arrays["diagonal"]))
+    summary["wall_s"] = time.perf_counter() - start
+    summary["peak_rss_mb"] = peak_rss_mb()
+    write_npz(out_dir / "spectrum.npz", **arrays)
+    write_json(out_dir / "spectrum.json", summary)
+    return out_dir, summary
+
+
+def _run_method(op, config: SpectrumConfig, out_dir: Path, summary: dict, arrays: dict, progress: bool) -> None:
+    if config.method == "exact":
+        H = dense_hessian(op, out_dir, block_size=config.block_size, storage_dtype=config.storage_dtype, progress=progress)
+        result = exact_spectrum(H, solve_dtype="float64" if config.dtype == "float64" else "float32", overwrite=True)
+        del H
+        arrays["eigenvalues"] = result.eigenvalues
+        summary.update(spectrum_statistics(result.eigenvalues))
+        summary.update({"eigenvalue_abs_error_bound": result.eigenvalue_abs_error_bound,
+                        "solver_error_bound": result.abs_error_bound, "storage_error_bound": result.storage_error_bound,
+                        "storage_dtype": config.storage_dtype, "eigensolve_s": result.wall_s,
+                        "eigensolve_in_place": result.in_place})
+        if not config.keep_matrix:
+            for name in (MATRIX_FILE, STATE_FILE):
+                (out_dir / name).unlink(missing_ok=True)
+    elif config.method == "lanczos":
+        result = lanczos(op, k=config.k, which=config.which, tol=config.tol, seed=config.seed or 0)
+        arrays.update(ritz_values=result.ritz_values, residuals=result.residuals, converged=result.converged)
+        summary.update({"k": config.k, "which": config.which, "iterations": result.iterations, "tol": config.tol,
+                        "all_converged": result.all_converged,
+                        "lambda_max": float(result.ritz_values.max()), "lambda_min": float(result.ritz_values.min())})
+    elif config.method == "slq":
+        result = slq(op, num_probes=config.num_probes, num_iters=config.num_iters, seed=config.seed or 0)
+        arrays.update(nodes=result.nodes, weights=result.weights)
+        trace, stderr = result.trace_estimate()
+        summary.update({"num_probes": config.num_probes, "num_iters": result.num_iters, "trace": trace,
+                        "trace_stderr": stderr, "lambda_max": float(result.nodes.max()),
+                        "lambda_min": float(result.nodes.min())})
+    elif config.method == "trace":
+        result = hutchinson_trace(op, max_samples=config.max_probes, target_rel=config.trace_rel, seed=config.seed or 0)
+        arrays["estimate"] = np.array([result.estimate])
+        summary.update({"trace": result.estimate, "trace_stderr": result.stderr, "probes": result.samples,
+                        "target_rel": config.trace_rel})

@@ -1,0 +1,126 @@
+"""`landscape spectrum` end to end: a trained checkpoint, the first N samples, truth from torch.func."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call, hessian
+from typer.testing import CliRunner
+
+from landscape.checkpoint import load_checkpoint
+from landscape.cli import app
+from landscape.data import load_dataset
+from landscape.losses import cross_entropy
+from landscape.train import TrainConfig, train
+
+runner = CliRunner()
+N = 100
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("spectrum") / "run"
+    torch.manual_seed(0)
+    train(TrainConfig(model="small-mnistfc", dataset="digits", optimizer="adam", epochs=2, batch_size=64, out=str(out),
+                      device="cpu", model_kwargs={"hidden": 4}), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(run_dir):
+    """Dense float64 Hessian of the mean loss over the first N training samples."""
+    model, _ = load_checkpoint(run_dir / "checkpoint.pt")
+    model = model.double()
+    data = load_dataset("digits", "train")
+    x, y = data.inputs[:N].double(), data.targets[:N]
+    named = dict(model.named_parameters())
+    names = list(named)
+    sizes = [named[n].numel() for n in names]
+    shapes = [named[n].shape for n in names]
+    w0 = torch.cat([named[n].detach().reshape(-1) for n in names])
+
+    def unflatten(v):
+        return {n: t.view(s) for n, t, s in zip(names, torch.split(v, sizes), shapes)}
+
+    def loss(v):
+        return cross_entropy(functional_call(model, unflatten(v), (x,)), y)
+
+    H = hessian(loss)(w0)
+    grads = torch.stack([torch.func.grad(lambda v, i=i: cross_entropy(functional_call(model, unflatten(v), (x[i:i + 1],)), y[i:i + 1]))(w0) for i in range(N)])
+    return {"H": H, "eig": torch.linalg.eigvalsh(H).numpy(), "fisher_diag": (grads**2).mean(0).numpy()}
+
+
+def _spectrum(run_dir, *args):
+    result = runner.invoke(app, ["spectrum", str(run_dir / "checkpoint.pt"), "--samples", str(N), "--batch-size", "30",
+                                 "--device", "cpu", "--quiet", *args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _load(folder):
+    return dict(np.load(folder / "spectrum.npz")), json.loads((folder / "spectrum.json").read_text())
+
+
+def test_exact_spectrum_matches_dense_reference(run_dir, reference):
+    _spectrum(run_dir, "--method", "exact", "--block-size", "50")
+    arrays, info = _load(run_dir / "spectrum-exact")
+    eig = arrays["eigenvalues"]
+    assert eig.dtype == np.float64 and np.all(np.diff(eig) >= 0)
+    np.testing.assert_allclose(eig, reference["eig"], rtol=0, atol=1e-10 * np.abs(reference["eig"]).max())
+    assert np.max(np.abs(eig - reference["eig"])) <= info["eigenvalue_abs_error_bound"] + 1e-12
+    for key in ("method", "n_params", "samples", "split", "mode", "dtype", "seed", "hvp_count", "wall_s", "peak_rss_mb",
+                "lambda_max", "lambda_min", "eigenvalue_abs_error_bound", "fraction_abs_below", "trace"):
+        assert key in info, key
+    assert info["n_params"] == 8 * 8 * 4 + 4 + 4 * 10 + 10 == len(eig)
+    assert info["samples"] == N and info["sample_rule"].startswith("first 100")
+    assert set(info["fraction_abs_below"]) == {"1e-5", "1e-4", "1e-3", "1e-2"}
+    assert info["fraction_abs_below"]["1e-2"] == pytest.approx(np.mean(np.abs(reference["eig"]) < 1e-2))
+    assert not (run_dir / "spectrum-exact" / "hessian.bin").exists()
+
+
+def test_lanczos_top_and_bottom_match_exact(run_dir, reference):
+    _spectrum(run_dir, "--method", "lanczos", "--k", "5", "--which", "both", "--tol", "1e-10")
+    arrays, info = _load(run_dir / "spectrum-lanczos")
+    eig = reference["eig"]
+    expected = np.concatenate([eig[:5], eig[-5:]])
+    np.testing.assert_allclose(arrays["ritz_values"][-5:], expected[-5:], rtol=1e-8)
+    np.testing.assert_allclose(arrays["ritz_values"][:5], expected[:5], atol=1e-8 * eig.max())
+    assert info["hvp_count"] == info["iterations"]  # one product per Lanczos step (the determinism check is not counted)
+
+
+def test_slq_and_trace_agree_with_the_exact_trace(run_dir, reference):
+    _spectrum(run_dir, "--method", "slq", "--probes", "20", "--iters", "30", "--seed", "0", "--out", str(run_dir / "slq"))
+    arrays, info = _load(run_dir / "slq")
+    np.testing.assert_allclose(arrays["weights"].sum(axis=1), 1.0, rtol=1e-12)
+    assert info["sample_rule"].startswith("100 of the 'train' split drawn with seed 0")
+    # a seeded subset has its own Hessian: compare the trace with the first-N run only for --seed-less runs
+    _spectrum(run_dir, "--method", "trace", "--trace-rel", "0.05")
+    _, info = _load(run_dir / "spectrum-trace")
+    exact_trace = float(reference["eig"].sum())
+    assert abs(info["trace"] - exact_trace) < 3 * info["trace_stderr"]
+
+
+def test_fisher_diagonal_empirical_and_adam_proxy(run_dir, reference):
+    _spectrum(run_dir, "--method", "fisher-diag", "--fisher", "empirical", "--out", str(run_dir / "fd"))
+    arrays, info = _load(run_dir / "fd")
+    np.testing.assert_allclose(arrays["diagonal"], reference["fisher_diag"], rtol=1e-9, atol=1e-14)
+    _spectrum(run_dir, "--method", "fisher-diag", "--fisher", "adam", "--out", str(run_dir / "fa"))
+    arrays, info = _load(run_dir / "fa")
+    raw = torch.load(run_dir / "checkpoint.pt", weights_only=True)["optimizer"]["state_dict"]
+    beta1, beta2 = raw["param_groups"][0]["betas"]
+    entry = raw["state"][0]
+    step = float(entry["step"])
+    m, v = entry["exp_avg"].double() / (1 - beta1**step), entry["exp_avg_sq"].double() / (1 - beta2**step)
+    np.testing.assert_allclose(arrays["diagonal"][: m.numel()], (v - m * m).reshape(-1).numpy(), rtol=1e-12)
+
+
+def test_spectrum_errors_are_one_sentence(run_dir, tmp_path):
+    result = runner.invoke(app, ["spectrum", str(tmp_path / "missing.pt"), "--quiet"])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = runner.invoke(app, ["spectrum", str(run_dir), "--samples", "999999", "--quiet"])
+    assert result.exit_code == 2 and "exceeds" in result.output
+    sgd = tmp_path / "sgd"
+    train(TrainConfig(optimizer="sgd", epochs=1, out=str(sgd), device="cpu", model_kwargs={"hidden": 4}), progress=False)
+    result = runner.invoke(app, ["spectrum", str(sgd), "--method", "fisher-diag", "--fisher", "adam", "--quiet"])
+    assert result.exit_code == 2 and "Adam" in result.output
