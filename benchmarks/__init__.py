@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks (issue 6). Run ``python -m benchmarks --help``."""

@@ -1,0 +1,127 @@
+"""Case 7: optimizer step cost against the gradient evaluations it must do.
+
+An Entropy-SGD step computes L minibatch gradients; its overhead is everything else
+(SGLD updates, the running mean mu, the outer momentum step). The fair peer is therefore
+L plain SGD steps (each: zero_grad, forward, backward, torch SGD update) on the same
+model, batch size and batches. Likewise SAM vs 2 SGD steps and Replicated-SGD (y
+replicas) vs y SGD steps. Target (issue 2 / issue 6): ratio <= 1.10.
+
+Timings alternate between the two contenders repeat by repeat (A B A B ...) so machine
+noise hits both alike; the ratio of medians is the figure reported. Absolute times are
+context only.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from landscape.losses import cross_entropy
+from landscape.models import build_model
+from landscape.optim import build_optimizer
+
+MODELS = {
+    # name: (model, input shape, classes)
+    "small-mnistfc": ("small-mnistfc", (1, 28, 28), 10),
+    "small-lenet": ("small-lenet", (1, 28, 28), 10),
+}
+
+
+def _batches(shape, classes, batch_size, count, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xs = torch.randn(count, batch_size, *shape, generator=g)
+    ys = torch.randint(0, classes, (count, batch_size), generator=g)
+    return xs, ys
+
+
+def _closure_factory(model, xs, ys):
+    state = {"i": 0}
+
+    def closure():
+        i = state["i"] % xs.shape[0]
+        state["i"] += 1
+        model.zero_grad(set_to_none=True)
+        loss = cross_entropy(model(xs[i]), ys[i])
+        loss.backward()
+        return loss.detach()
+
+    return closure
+
+
+def _time(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def compare(model_name: str, contender: str, *, batch_size: int = 128, repeats: int = 15, warmup: int = 3, **hparams) -> dict:
+    """Time one ``contender`` step against the equivalent number of SGD steps."""
+    name, shape, classes = MODELS[model_name]
+    torch.manual_seed(0)
+    model_a = build_model(name, shape, classes)
+    model_b = build_model(name, shape, classes)
+    model_b.load_state_dict(model_a.state_dict())
+    opt_a = build_optimizer(contender, model_a, generator=torch.Generator().manual_seed(0), **hparams)
+    opt_b = build_optimizer("sgd", model_b, lr=hparams.get("lr", 0.1))
+    calls = {"entropy-sgd": hparams.get("L") or 20, "entropy-adam": hparams.get("L") or 5, "sam": 2,
+             "replicated-sgd": hparams.get("replicas", 3)}[contender]
+    xs, ys = _batches(shape, classes, batch_size, max(calls, 4))
+    closure_a = _closure_factory(model_a, xs, ys)
+    closure_b = _closure_factory(model_b, xs, ys)
+
+    def step_a():
+        opt_a.step(closure_a)
+
+    def step_b():
+        for _ in range(calls):
+            opt_b.step(closure_b)
+
+    for _ in range(warmup):
+        step_a()
+        step_b()
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        times_a.append(_time(step_a))
+        times_b.append(_time(step_b))
+    median_a, median_b = statistics.median(times_a), statistics.median(times_b)
+    return {
+        "model": model_name,
+        "contender": contender,
+        "peer": f"{calls} x SGD step",
+        "batch_size": batch_size,
+        "hparams": {k: v for k, v in hparams.items()},
+        "gradient_evals_per_step": calls,
+        "times_contender_s": times_a,
+        "times_peer_s": times_b,
+        "median_contender_s": median_a,
+        "median_peer_s": median_b,
+        "ratio": median_a / median_b,
+        "target": 1.10,
+        "pass": median_a / median_b <= 1.10,
+    }
+
+
+def run(quick: bool = False) -> dict:
+    repeats = 5 if quick else 15
+    cases = []
+    for model_name in MODELS:
+        cases.append(compare(model_name, "entropy-sgd", lr=1.0, L=20, repeats=repeats))
+        cases.append(compare(model_name, "sam", lr=0.1, repeats=repeats * 4))
+        cases.append(compare(model_name, "replicated-sgd", lr=0.1, replicas=3, repeats=repeats * 4))
+    return {"case": "optim_step_cost", "cases": cases}
+
+
+def table(result: dict) -> str:
+    lines = [
+        "| model | optimizer | peer | median optimizer step | median peer | ratio | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in result["cases"]:
+        lines.append(
+            f"| {c['model']} | {c['contender']} | {c['peer']} | {c['median_contender_s'] * 1e3:.2f} ms | "
+            f"{c['median_peer_s'] * 1e3:.2f} ms | {c['ratio']:.3f} | <= {c['target']:.2f} {'ok' if c['pass'] else 'MISSED'} |"
+        )
+    return "\n".join(lines)
