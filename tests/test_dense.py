@@ -92,3 +92,95 @@ def test_spectrum_statistics_are_the_papers_fractions():
     stats = spectrum_statistics(lam)
     assert stats["lambda_max"] == 10.0 and stats["lambda_min"] == -2e-2
     assert stats["fraction_abs_below"] == {"1e-5": 2 / 8, "1e-4": 3 / 8, "1e-3": 4 / 8, "1e-2": 5 / 8}
+
+
+def _relu_case(kind, seed=0):
+    torch.manual_seed(seed)
+    if kind == "mlp":
+        model = nn.Sequential(nn.Flatten(), nn.Linear(12, 9), nn.ReLU(), nn.Linear(9, 4))
+        x = torch.randn(13, 1, 3, 4)
+    elif kind == "conv":
+        model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 6), nn.ReLU(),
+                              nn.Linear(6, 4))
+        x = torch.randn(13, 1, 6, 6)
+    else:  # BatchNorm in eval mode is affine with fixed statistics
+        model = nn.Sequential(nn.Flatten(), nn.Linear(12, 10), nn.BatchNorm1d(10), nn.ReLU(), nn.Linear(10, 4))
+        model.train()
+        model(torch.randn(64, 1, 3, 4))
+        x = torch.randn(13, 1, 3, 4)
+    model = model.double().eval()
+    return model, x.double(), torch.randint(0, 4, (13,))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv", "bn"])
+def test_ggn_fast_path_is_exact_for_piecewise_linear_nets(kind, tmp_path):
+    from landscape.curvature.dense_ggn import plan
+
+    model, x, y = _relu_case(kind)
+    op = HessianOperator(model, None, make_batches(x, y, 5))  # 5 + 5 + 3: unequal batches
+    assert plan(op) is not None
+    H = dense_hessian(op, tmp_path, block_size=4, method="ggn", ggn_chunk=4, progress=False)
+    state = __import__("json").loads((tmp_path / STATE_FILE).read_text())
+    assert state["method"] == "ggn" and state["finalized"]
+    # far fewer Hessian-vector products than parameters: the largest layer came from the GGN
+    assert state["hvp_count"] < op.shape[0] / 2
+    np.testing.assert_allclose(np.array(H), _reference(model, x, y), rtol=1e-9, atol=1e-13)
+
+
+def test_ggn_fast_path_refuses_smooth_activations():
+    from landscape.curvature.dense_ggn import plan
+
+    model, x, y = _net()  # tanh: the residual does not vanish on any layer
+    op = HessianOperator(model, None, make_batches(x, y, 4))
+    assert plan(op) is None
+    with pytest.raises(LandscapeError, match="does not apply"):
+        dense_hessian(op, method="ggn", progress=False)
+
+
+def test_ggn_fast_path_resumes_and_survives_a_kill_inside_the_update(tmp_path):
+    model, x, y = _relu_case("conv")
+    op = HessianOperator(model, None, make_batches(x, y, 5))
+    full = np.array(dense_hessian(op, tmp_path / "a", block_size=4, ggn_chunk=3, progress=False))
+    # interrupt in the middle of the GGN phase, then resume
+    path = tmp_path / "b"
+    for _ in range(40):
+        dense_hessian(op, path, block_size=4, ggn_chunk=3, progress=False, max_blocks=2)
+    resumed = np.array(dense_hessian(op, path, block_size=4, ggn_chunk=3, progress=False))
+    np.testing.assert_array_equal(resumed, full)
+    # a process killed inside a BLAS update: the state says "in progress" and the block is
+    # half-written; the resumed build must redo the phase and still be exact
+    path = tmp_path / "c"
+    from landscape.curvature.dense_ggn import plan
+
+    group, _ = plan(op)
+    hvp_blocks = -(-(op.shape[0] - (group.stop - group.start)) // 4)
+    dense_hessian(op, path, block_size=4, ggn_chunk=3, progress=False, max_blocks=hvp_blocks + 2)
+    state_file = path / STATE_FILE
+    state = __import__("json").loads(state_file.read_text())
+    assert state["blocks_done"] == hvp_blocks and state["ggn_chunks_done"] == 2
+    state["ggn_in_progress"] = True
+    state_file.write_text(__import__("json").dumps(state))
+    H = np.memmap(path / "hessian.bin", dtype=np.float64, mode="r+", shape=full.shape)
+    H[group.start : group.start + 10, group.start : group.start + 10] += 123.0  # garbage from the interrupted update
+    H.flush()
+    resumed = np.array(dense_hessian(op, path, block_size=4, ggn_chunk=3, progress=False))
+    np.testing.assert_allclose(resumed, full, rtol=1e-12, atol=1e-14)
+
+
+def test_mkl_and_scipy_backends_agree():
+    from landscape.spectra import _mkl
+
+    if _mkl.load() is None:
+        pytest.skip("Intel MKL not installed (pip install mkl)")
+    rng = np.random.default_rng(3)
+    lam = np.sort(np.concatenate([rng.normal(0, 1e-6, 180), np.geomspace(1e-2, 30, 20)]))
+    Q, _ = np.linalg.qr(rng.normal(size=(200, 200)))
+    H = (Q * lam) @ Q.T
+    H = 0.5 * (H + H.T)
+    a = exact_spectrum(H.copy(), backend="mkl", overwrite=True)
+    b = exact_spectrum(H.copy(), backend="scipy", overwrite=True)
+    assert a.extra["backend"] == "mkl" and b.extra["backend"] == "scipy"
+    assert np.max(np.abs(a.eigenvalues - lam)) <= a.eigenvalue_abs_error_bound
+    assert np.max(np.abs(a.eigenvalues - b.eigenvalues)) <= 2 * a.eigenvalue_abs_error_bound
+    a32 = exact_spectrum(H.astype(np.float32), solve_dtype="float32", backend="mkl", overwrite=True)
+    assert np.max(np.abs(a32.eigenvalues - lam)) <= a32.eigenvalue_abs_error_bound

@@ -73,56 +73,149 @@ def dense_hessian(
     storage_dtype: np.dtype | str = np.float64,
     progress: bool = True,
     max_blocks: int | None = None,
+    method: str = "auto",
+    ggn_chunk: int = 64,
 ) -> np.ndarray:
     """Build the dense symmetric matrix of operator ``A`` (any landscape operator).
+
+    ``method``: ``"hvp"`` takes every column from vmapped block products; ``"ggn"``
+    takes the largest layer's diagonal block from the Gauss-Newton factor (exact for
+    piecewise-linear classifiers, see :mod:`landscape.curvature.dense_ggn`) and the
+    other columns from products; ``"auto"`` uses ``"ggn"`` where its exactness check
+    passes (float64 Hessians of cross-entropy classifiers) and ``"hvp"`` otherwise.
 
     With ``out_dir`` the matrix lives in a memory-mapped file there and the build
     resumes; without it, in memory. ``storage_dtype`` float32 halves the disk and
     memory (DESIGN: store in float32, solve in float64 errs by ~5e-9 on Hessians of
-    norm ~40). ``max_blocks`` stops after that many new blocks (for tests and time
-    slicing). Returns the (possibly partially built, see the state file) array.
+    norm ~40; the GGN path needs float64 storage). ``max_blocks`` stops after that many
+    new work units (column blocks or GGN chunks: tests and time slicing). Returns the
+    (possibly partial, see the state file) array.
     """
+    from landscape.curvature import dense_ggn
+
     op = as_operator(A)
     n = op.shape[0]
     storage = np.dtype(storage_dtype)
     if storage not in (np.float32, np.float64):
         raise LandscapeError(f"storage dtype must be float32 or float64, got {storage}.")
+    if method not in ("auto", "hvp", "ggn"):
+        raise LandscapeError(f"dense method must be auto, hvp or ggn, got '{method}'.")
+    fast = dense_ggn.plan(op) if method != "hvp" and storage == np.float64 else None
+    if method == "ggn" and fast is None:
+        raise LandscapeError(
+            "The GGN fast path does not apply here (it needs a float64 Hessian of a cross-entropy classifier whose "
+            "largest layer enters linearly, with float64 storage): use --dense-method hvp or auto."
+        )
     block_size = max(1, min(int(block_size), n))
-    num_blocks = math.ceil(n / block_size)
+    if fast is None:
+        columns = np.arange(n)
+        kind = "hvp"
+    else:
+        group, names = fast
+        columns = np.concatenate([np.arange(0, group.start), np.arange(group.stop, n)])
+        kind = "ggn"
+    num_blocks = math.ceil(len(columns) / block_size)
+    ggn_total = dense_ggn.num_chunks(op, ggn_chunk) if fast is not None else 0
+    fingerprint = operator_fingerprint(op) + f":{kind}:{ggn_chunk}"
     if out_dir is None:
         H = np.zeros((n, n), dtype=storage)
-        state = {"blocks_done": 0, "hvp_count": 0, "build_s": 0.0}
+        state = {"blocks_done": 0, "hvp_count": 0, "build_s": 0.0, "ggn_chunks_done": 0, "ggn_in_progress": False,
+                 "finalized": False}
         state_path = None
     else:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        state = _open_state(out_dir, n, storage, block_size, operator_fingerprint(op))
+        state = _open_state(out_dir, n, storage, block_size, fingerprint)
+        state.update({k: v for k, v in {"method": kind, "num_blocks": num_blocks, "ggn_num_chunks": ggn_total}.items()})
+        state.setdefault("ggn_chunks_done", 0)
+        state.setdefault("ggn_in_progress", False)
+        state.setdefault("finalized", False)
         path = out_dir / MATRIX_FILE
-        mode = "r+" if path.exists() and state["blocks_done"] > 0 else "w+"
-        H = np.memmap(path, dtype=storage, mode=mode, shape=(n, n), order="C")
+        started = path.exists() and (state["blocks_done"] > 0 or state["ggn_chunks_done"] > 0 or state["ggn_in_progress"])
+        H = np.memmap(path, dtype=storage, mode="r+" if started else "w+", shape=(n, n), order="C")
         state_path = out_dir / STATE_FILE
-        if mode == "w+":
+        if not started:
             write_json(state_path, state)
-    start_block = int(state["blocks_done"])
-    stop_block = num_blocks if max_blocks is None else min(num_blocks, start_block + max_blocks)
+
+    def commit() -> None:
+        if state_path is not None:
+            H.flush()
+            write_json(state_path, state)
+
+    budget = [math.inf if max_blocks is None else int(max_blocks)]
     bar = _progress(progress)
     with bar:
-        task = bar.add_task("dense curvature", total=num_blocks, completed=start_block)
-        for b in range(start_block, stop_block):
+        task = bar.add_task("dense curvature", total=num_blocks + ggn_total,
+                            completed=int(state["blocks_done"]) + int(state["ggn_chunks_done"]))
+        for b in range(int(state["blocks_done"]), num_blocks):
+            if budget[0] <= 0:
+                return H
             t0 = time.perf_counter()
-            lo, hi = b * block_size, min(n, (b + 1) * block_size)
-            E = torch.zeros((n, hi - lo), dtype=op.dtype, device=op.device)
-            E[torch.arange(lo, hi), torch.arange(hi - lo)] = 1
-            block = op.matmat(E).detach().cpu().numpy()  # columns lo:hi == rows lo:hi
-            H[lo:hi, :] = block.T.astype(storage, copy=False)
-            state["hvp_count"] = int(state["hvp_count"]) + (hi - lo)
+            idx = columns[b * block_size : (b + 1) * block_size]
+            E = torch.zeros((n, len(idx)), dtype=op.dtype, device=op.device)
+            E[torch.from_numpy(idx), torch.arange(len(idx))] = 1
+            block = op.matmat(E).detach().cpu().numpy()  # columns idx == rows idx (symmetry)
+            H[idx, :] = block.T.astype(storage, copy=False)
+            state["hvp_count"] = int(state["hvp_count"]) + len(idx)
             state["build_s"] = float(state["build_s"]) + time.perf_counter() - t0
             state["blocks_done"] = b + 1
-            if state_path is not None:
-                H.flush()
-                write_json(state_path, state)
+            budget[0] -= 1
+            commit()
             bar.update(task, advance=1)
+        if fast is not None:
+            group, names = fast
+            if state["ggn_in_progress"]:
+                # A kill inside a BLAS update leaves the block half-updated: redo the phase.
+                H[group, group] = 0
+                state["ggn_chunks_done"] = 0
+            if int(state["ggn_chunks_done"]) < ggn_total and budget[0] > 0:
+                t_phase = [time.perf_counter()]
+
+                def on_chunk(index: int) -> None:
+                    state["ggn_chunks_done"] = index + 1
+                    state["build_s"] = float(state["build_s"]) + time.perf_counter() - t_phase[0]
+                    t_phase[0] = time.perf_counter()
+                    budget[0] -= 1
+                    state["ggn_in_progress"] = index + 1 < ggn_total and budget[0] > 0
+                    commit()
+                    bar.update(task, advance=1)
+                    if budget[0] <= 0:
+                        raise _Pause
+
+                state["ggn_in_progress"] = True
+                commit()
+                try:
+                    dense_ggn.build_ggn_block_(H, op, group, names, chunk=ggn_chunk,
+                                               start_chunk=int(state["ggn_chunks_done"]), on_chunk=on_chunk)
+                except _Pause:
+                    return H
+            if int(state["ggn_chunks_done"]) < ggn_total:
+                return H
+            if not state["finalized"]:
+                _mirror_block_rows(H, group)
+                state["finalized"] = True
+                commit()
     return H
+
+
+class _Pause(Exception):
+    """Internal: the work-unit budget of this call is spent."""
+
+
+def _mirror_block_rows(H: np.ndarray, group: slice, panel: int = 1024) -> None:
+    """Complete rows ``group`` of H: off-block entries from the HVP rows (symmetry), and
+    the block's lower triangle from the upper one the rank-k update wrote."""
+    lo, hi = group.start, group.stop
+    for r0 in range(lo, hi, panel):
+        r1 = min(hi, r0 + panel)
+        if lo > 0:
+            H[r0:r1, :lo] = np.asarray(H[:lo, r0:r1]).T
+        if hi < H.shape[0]:
+            H[r0:r1, hi:] = np.asarray(H[hi:, r0:r1]).T
+        if r0 > lo:
+            H[r0:r1, lo:r0] = np.asarray(H[lo:r0, r0:r1]).T
+        diag = np.asarray(H[r0:r1, r0:r1])
+        H[r0:r1, r0:r1] = np.triu(diag) + np.triu(diag, 1).T
 
 
 def symmetrize_(H: np.ndarray, block: int = 4096) -> float:
