@@ -266,6 +266,18 @@ class Precision(str, enum.Enum):
     float64 = "float64"
 
 
+class DenseMethod(str, enum.Enum):
+    auto = "auto"
+    hvp = "hvp"
+    ggn = "ggn"
+
+
+class Eigensolver(str, enum.Enum):
+    auto = "auto"
+    mkl = "mkl"
+    scipy = "scipy"
+
+
 class Mode(str, enum.Enum):
     eval = "eval"
     train = "train"
@@ -293,6 +305,10 @@ def spectrum(
     storage: Precision = typer.Option(Precision.float64, "--storage", help="Exact: precision of the stored matrix."),
     block_size: int = typer.Option(64, "--block-size", help="Exact: columns per block product."),
     keep_matrix: bool = typer.Option(False, "--keep-matrix", help="Exact: keep hessian.bin after the solve."),
+    dense_method: DenseMethod = typer.Option(
+        DenseMethod.auto, "--dense-method", help="Exact: ggn (GGN block + HVP columns, exact for ReLU nets), hvp, or auto."
+    ),
+    eigensolver: Eigensolver = typer.Option(Eigensolver.auto, "--eigensolver", help="Exact: mkl, scipy, or auto (MKL if installed)."),
     params: List[str] = typer.Option([], "--param", help="Restrict to these parameter tensors / module prefixes."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where dataset files live."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder [default: RUN_DIR/spectrum-METHOD]."),
@@ -310,6 +326,7 @@ def spectrum(
             params=tuple(params) or None, k=k, which=which.value, tol=tol, num_probes=num_probes,
             num_iters=num_iters, trace_rel=trace_rel, fisher=fisher.value, mc_samples=mc_samples,
             storage_dtype=storage.value, block_size=block_size, keep_matrix=keep_matrix,
+            dense_method=dense_method.value, eigensolver=eigensolver.value,
         )
         out_dir, summary = compute_spectrum(config, progress=not quiet and sys.stderr.isatty())
         parts = [f"n_params {summary['n_params']}"]

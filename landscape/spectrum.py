@@ -23,6 +23,7 @@ matrix of ``exact`` is built resumably in the output folder and removed once sol
 from __future__ import annotations
 
 import dataclasses
+import json
 import resource
 import sys
 import time
@@ -80,6 +81,8 @@ class SpectrumConfig:
     storage_dtype: str = "float64"
     block_size: int = 64
     keep_matrix: bool = False
+    dense_method: str = "auto"  # auto | hvp | ggn (landscape.curvature.dense_hessian)
+    eigensolver: str = "auto"  # auto | mkl | scipy
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -203,15 +206,19 @@ def compute_spectrum(config: SpectrumConfig, *, progress: bool = True) -> tuple[
 
 def _run_method(op, config: SpectrumConfig, out_dir: Path, summary: dict, arrays: dict, progress: bool) -> None:
     if config.method == "exact":
-        H = dense_hessian(op, out_dir, block_size=config.block_size, storage_dtype=config.storage_dtype, progress=progress)
-        result = exact_spectrum(H, solve_dtype="float64" if config.dtype == "float64" else "float32", overwrite=True)
+        H = dense_hessian(op, out_dir, block_size=config.block_size, storage_dtype=config.storage_dtype, progress=progress,
+                          method=config.dense_method)
+        state = json.loads((out_dir / STATE_FILE).read_text())
+        result = exact_spectrum(H, solve_dtype="float64" if config.dtype == "float64" else "float32", overwrite=True,
+                                backend=config.eigensolver)
         del H
         arrays["eigenvalues"] = result.eigenvalues
         summary.update(spectrum_statistics(result.eigenvalues))
         summary.update({"eigenvalue_abs_error_bound": result.eigenvalue_abs_error_bound,
                         "solver_error_bound": result.abs_error_bound, "storage_error_bound": result.storage_error_bound,
                         "storage_dtype": config.storage_dtype, "eigensolve_s": result.wall_s,
-                        "eigensolve_in_place": result.in_place})
+                        "eigensolve_in_place": result.in_place, "eigensolver": result.extra.get("backend"),
+                        "dense_method": state.get("method"), "dense_build_s": state.get("build_s")})
         if not config.keep_matrix:
             for name in (MATRIX_FILE, STATE_FILE):
                 (out_dir / name).unlink(missing_ok=True)

@@ -40,6 +40,11 @@ else
     fi
 fi
 
-echo "[setup] installing landscape (editable) with its test extra"
-"${PIP[@]}" install -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+extras="test"
+if [ -z "${LANDSCAPE_NO_MKL:-}" ] && [ "$(uname -m)" = "x86_64" ]; then
+    extras="test,fast"  # Intel MKL for exact eigensolves (set LANDSCAPE_NO_MKL=1 to skip)
+fi
+echo "[setup] installing landscape (editable) with extras: $extras"
+# the pin keeps pip from replacing the torch chosen above while resolving extras
+"${PIP[@]}" install -c <("$VENV/bin/python" -c 'import torch; print(f"torch=={torch.__version__}")') -e ".[$extras]" 2>&1 | grep -v "^WARNING: Location" || true
 "$VENV/bin/python" -c "import landscape, torch; print(f'[setup] landscape {landscape.__version__}, torch {torch.__version__}')"
