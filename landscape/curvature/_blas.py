@@ -1,11 +1,17 @@
 """In-place symmetric rank-k update on any sub-block of a matrix (BLAS ``dsyrk``).
 
 scipy's Python wrapper copies a non-contiguous output, which would defeat building an
-18 GB Hessian in place. We call the same BLAS routine scipy ships (through
-``scipy.linalg.cython_blas``'s exported function pointer) with an explicit leading
-dimension, so ``C[off:off+m, off:off+m] += alpha * A^T A`` updates a block of a large
-(memory-mapped) matrix directly. Fortran conventions: a C-order square array is the
-Fortran-order transpose, and for the symmetric matrices we build the two coincide.
+18 GB Hessian in place, so we call BLAS with an explicit leading dimension:
+``C[off:off+m, off:off+m] += alpha * A^T A`` updates a block of a large (memory-mapped)
+matrix directly. Backends, in order of preference:
+
+1. Intel MKL's ``cblas_dsyrk`` (when ``pip install mkl`` is present, see spectra._mkl);
+2. PyTorch's ``addmm_`` on a strided view of the same memory (torch's CPU wheels link
+   MKL; a full GEMM, so twice the flops of syrk, but correct at any size);
+3. scipy's bundled OpenBLAS ``dsyrk`` through ``scipy.linalg.cython_blas``, only for
+   blocks under 2^31 bytes: scipy-openblas 0.3.30's dsyrk segfaults on larger outputs
+   (measured here at m = 20,000, k = 640, through both scipy's f2py and Cython entry
+   points).
 """
 
 from __future__ import annotations
@@ -38,7 +44,23 @@ def _load():
     return _dsyrk
 
 
-def syrk_block_(C: np.ndarray, A: np.ndarray, offset: int, alpha: float = 1.0) -> None:
+def _mkl_syrk():
+    from landscape.spectra import _mkl
+
+    lib = _mkl.load()
+    if lib is None:
+        return None
+    fn = lib.cblas_dsyrk
+    fn.restype = None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_double,
+                   ctypes.c_void_p, ctypes.c_int, ctypes.c_double, ctypes.c_void_p, ctypes.c_int]
+    return fn
+
+
+_CBLAS_ROW_MAJOR, _CBLAS_UPPER, _CBLAS_TRANS = 101, 121, 112
+
+
+def syrk_block_(C: np.ndarray, A: np.ndarray, offset: int, alpha: float = 1.0, backend: str = "auto") -> None:
     """``C[o:o+m, o:o+m] (upper triangle in C order) += alpha * A^T A`` in place.
 
     ``C``: float64, C-contiguous square (n x n), e.g. a writable memmap. ``A``: float64
@@ -55,6 +77,19 @@ def syrk_block_(C: np.ndarray, A: np.ndarray, offset: int, alpha: float = 1.0) -
     if offset < 0 or offset + m > n:
         raise ValueError("block out of range")
     if k == 0 or m == 0:
+        return
+    mkl = _mkl_syrk() if backend in ("auto", "mkl") else None
+    if mkl is not None:
+        # row major: C_block(m x m, ldc n) += alpha * A^T A, A (k x m, lda m); upper triangle
+        mkl(_CBLAS_ROW_MAJOR, _CBLAS_UPPER, _CBLAS_TRANS, m, k, alpha, A.ctypes.data, m, 1.0,
+            C.ctypes.data + (offset * n + offset) * 8, n)
+        return
+    if backend == "torch" or (backend == "auto" and m * m * 8 >= 2**31):
+        import torch
+
+        block = torch.from_numpy(C)[offset : offset + m, offset : offset + m]
+        At = torch.from_numpy(A)
+        block.addmm_(At.T, At, alpha=alpha)  # full block (both triangles): correct, 2x the flops
         return
     dsyrk = _load()
     # Fortran view: A^T is (m x k) with lda = m; C's block starts at (offset, offset), ldc = n.

@@ -54,6 +54,9 @@ def ggn_rows(op: HessianOperator, x: torch.Tensor, names: list[str]) -> torch.Te
     """``A_i = B_i^T J_i`` for every sample of ``x``, restricted to ``names``: ``(B*C, m)``."""
     fixed = {n: p for n, p in op.params.items() if n not in names}
     sub = {n: op.params[n] for n in names}
+    x = x.to(op.device)
+    if x.is_floating_point():
+        x = x.to(op.dtype)
 
     def logits_single(p, xi):
         return op.logits({**fixed, **p}, xi.unsqueeze(0)).squeeze(0)
