@@ -56,6 +56,10 @@ class SamBase(str, enum.Enum):
     adam = "adam"
 
 
+# What to tell the user on Ctrl-C; a stage sets it once it knows (e.g. after the first checkpoint).
+interrupt_hint: list[Callable[[], str]] = [lambda: "nothing was written."]
+
+
 def run_guarded(fn: Callable[[], T]) -> T:
     """Run a stage; a user error becomes one line on stderr and exit status 2."""
     try:
@@ -64,9 +68,7 @@ def run_guarded(fn: Callable[[], T]) -> T:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        err_console.print(
-            "interrupted: the last complete checkpoint is intact; continue with --resume.", highlight=False
-        )
+        err_console.print(f"interrupted: {interrupt_hint[0]()}", highlight=False)
         raise typer.Exit(130) from None
 
 
@@ -110,7 +112,7 @@ def default_run_dir(model: str, optimizer: str, dataset: str, seed: int) -> str:
 
 
 # Options that --resume takes from the run's config.json instead of the command line.
-_RESUME_OVERRIDABLE = {"epochs", "device", "out", "resume", "quiet"}
+_RESUME_OVERRIDABLE = {"epochs", "device", "out", "resume", "quiet", "data_dir"}
 
 
 @app.command()
@@ -161,6 +163,7 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory [default: runs/MODEL-OPTIMIZER-DATASET-sSEED]."),
     device: str = typer.Option("auto", help="auto (CUDA if present), cpu, cuda, cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out (and its derived results)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-epoch lines."),
 ) -> None:
     """Train a network and write RUN_DIR/{config.json, metrics.jsonl, checkpoint.pt}."""
@@ -182,11 +185,11 @@ def train(
                     f"--resume takes its settings from {out / 'config.json'}; only --epochs and --device may change "
                     f"(got --{given[0].replace('_', '-')})."
                 )
-            config = _config_from_run(out, epochs=epochs, device=device)
+            config = _config_from_run(out, epochs=epochs, device=device, data_dir=data_dir)
         else:
             config = TrainConfig(
                 model=model.value,
-                dataset=dataset,
+                dataset=_absolute_dataset(dataset),
                 optimizer=optimizer.value,
                 epochs=5 if epochs is None else epochs,
                 batch_size=batch_size,
@@ -209,7 +212,7 @@ def train(
                 adaptive=adaptive,
                 sam_base=sam_base.value,
                 model_kwargs=parse_model_args(model_arg),
-                data_dir=None if data_dir is None else str(data_dir),
+                data_dir=None if data_dir is None else str(data_dir.resolve()),
                 normalize=normalize,
                 preprocess=preprocess,
                 val_fraction=val_fraction,
@@ -219,7 +222,13 @@ def train(
                 out=str(out) if out is not None else default_run_dir(model.value, optimizer.value, dataset, seed),
             )
         log = (lambda msg: None) if quiet else (lambda msg: console.print(msg, highlight=False, soft_wrap=True))
-        result = run_train(config, resume=resume, progress=not quiet and sys.stderr.isatty(), log=log)
+        run_dir = Path(config.out)
+        interrupt_hint[0] = lambda: (
+            f"the last complete checkpoint in {run_dir} is intact; continue with `landscape train --resume --out {run_dir}`."
+            if (run_dir / "checkpoint.pt").exists()
+            else "stopped before the first checkpoint was written; nothing to resume, run the command again."
+        )
+        result = run_train(config, resume=resume, overwrite=overwrite, progress=not quiet and sys.stderr.isatty(), log=log)
         final = result.final
         summary = f"test_error {final['test_error']:.4f}"
         if "test_perplexity" in final:
@@ -328,6 +337,12 @@ def spectrum(
             storage_dtype=storage.value, block_size=block_size, keep_matrix=keep_matrix,
             dense_method=dense_method.value, eigensolver=eigensolver.value,
         )
+        target = config.output_dir()
+        interrupt_hint[0] = lambda: (
+            f"the finished blocks of the dense matrix in {target} are kept; run the same command again to resume."
+            if method.value == "exact" and (target / "hessian.json").exists()
+            else "no spectrum was written."
+        )
         out_dir, summary = compute_spectrum(config, progress=not quiet and sys.stderr.isatty())
         parts = [f"n_params {summary['n_params']}"]
         for key in ("lambda_max", "lambda_min", "trace"):
@@ -347,7 +362,14 @@ def _given_on_command_line(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
-def _config_from_run(run_dir: Path, *, epochs: Optional[int], device: str):
+def _absolute_dataset(name: str) -> str:
+    """``text:PATH`` with PATH made absolute, so --resume works from any directory."""
+    if name.startswith("text:"):
+        return "text:" + str(Path(name[5:]).expanduser().resolve())
+    return name
+
+
+def _config_from_run(run_dir: Path, *, epochs: Optional[int], device: str, data_dir: Optional[Path] = None):
     import dataclasses
     import json
 
@@ -360,9 +382,13 @@ def _config_from_run(run_dir: Path, *, epochs: Optional[int], device: str):
         saved = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         raise LandscapeError(f"Cannot resume: '{path}' is not valid JSON.") from None
+    if not isinstance(saved, dict):
+        raise LandscapeError(f"Cannot resume: '{path}' does not hold a training configuration.")
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig.from_dict({k: v for k, v in saved.items() if k in names})
     changes = {"device": device, "out": str(run_dir)}
+    if data_dir is not None:
+        changes["data_dir"] = str(data_dir.resolve())
     if epochs is not None:
         changes["epochs"] = epochs
     return dataclasses.replace(config, **changes)

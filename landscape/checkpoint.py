@@ -28,7 +28,6 @@ import pickle
 import platform
 import re
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +136,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(
             f"'{path}' is not a readable checkpoint (corrupt, truncated, or not a PyTorch file); re-create it with `landscape train`."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+    except Exception as err:  # torch's legacy loader raises KeyError/IndexError on garbage
         raise CheckpointError(
             f"'{path}' is not a readable checkpoint (corrupt or truncated: {type(err).__name__}); re-create it with `landscape train`."
         ) from None
@@ -154,6 +153,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     for key in ("model", "state_dict"):
         if key not in payload:
             raise CheckpointError(f"'{path}' is missing its '{key}' entry; re-create it with `landscape train`.")
+    spec = payload["model"]
+    if not isinstance(spec, dict) or not {"name", "input_shape", "num_classes"} <= set(spec) or not isinstance(
+        payload["state_dict"], dict
+    ):
+        raise CheckpointError(f"'{path}' has a malformed model description; re-create it with `landscape train`.")
     payload["path"] = str(path)
     return payload
 

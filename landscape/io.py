@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -35,11 +36,29 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def json_safe(obj: Any) -> Any:
+    """Replace NaN / infinity by None so strict JSON parsers (jq, browsers) accept the file."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
@@ -57,8 +76,8 @@ def _json_default(obj: Any) -> Any:
 
 
 def dumps_json(obj: Any) -> str:
-    """JSON text with numpy/torch scalars converted; NaN kept as NaN (Python's JSON)."""
-    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    """Strict JSON text: numpy/torch scalars converted, NaN and infinities written as null."""
+    return json.dumps(json_safe(json.loads(json.dumps(obj, default=_json_default))), indent=2, allow_nan=False) + "\n"
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -39,7 +39,7 @@ from landscape.checkpoint import package_versions, read_checkpoint, save_checkpo
 from landscape.data import Dataset, load_splits as load_data_splits
 from landscape.device import resolve_device
 from landscape.errors import LandscapeError, NonFiniteLossError
-from landscape.io import write_json, write_text
+from landscape.io import json_safe, write_json, write_text
 from landscape.losses import cross_entropy, evaluate
 from landscape.models import build_model, count_parameters
 from landscape.optim import OPTIMIZER_NAMES, build_optimizer, closure_calls_per_step, closure_fresh_batch
@@ -111,6 +111,12 @@ class TrainConfig:
             raise LandscapeError(f"--batch-size must be >= 1, got {self.batch_size}.")
         if self.lr is not None and not self.lr > 0:
             raise LandscapeError(f"--lr must be positive, got {self.lr}.")
+        if not 0.0 <= self.momentum < 1.0:
+            raise LandscapeError(f"--momentum must be in [0, 1), got {self.momentum}.")
+        if self.weight_decay < 0:
+            raise LandscapeError(f"--weight-decay must be >= 0, got {self.weight_decay}.")
+        if not self.lr_decay > 0:
+            raise LandscapeError(f"--lr-decay must be positive (a factor on the learning rate), got {self.lr_decay}.")
         if list(self.lr_milestones) != sorted(self.lr_milestones):
             raise LandscapeError(f"--lr-milestones must be increasing, got {list(self.lr_milestones)}.")
 
@@ -190,7 +196,7 @@ def _read_metrics(path: Path) -> list[dict]:
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:
     # Rewritten whole and atomically each epoch: a killed run never leaves half a line.
-    write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    write_text(path, "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in rows))
 
 
 @dataclass
@@ -231,10 +237,56 @@ def _dataset_record(config: TrainConfig, splits: dict[str, Dataset]) -> dict:
     }
 
 
+def _check_compatible(config: TrainConfig, model: nn.Module, train_set: Dataset) -> None:
+    from landscape.models import model_info
+
+    task = model_info(config.model).task
+    if task != train_set.task:
+        kind = "token sequences" if train_set.task == "sequence" else "images"
+        raise LandscapeError(
+            f"Model '{config.model}' is a {task} model but dataset '{config.dataset}' holds {kind}: "
+            "use char-lstm / lstm-lm for text and ptb, an image model for image datasets."
+        )
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if has_bn and min(config.batch_size, len(train_set)) < 2:
+        raise LandscapeError(f"Model '{config.model}' has BatchNorm, which cannot train on batches of one: use --batch-size 2 or more.")
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Create the run directory; refuse to silently replace an existing run."""
+    existing = [name for name in ("checkpoint.pt", "metrics.jsonl") if (run_dir / name).exists()]
+    if existing and not resume:
+        if not overwrite:
+            raise LandscapeError(
+                f"'{run_dir}' already holds a run ({', '.join(existing)}): continue it with --resume, "
+                "choose another --out, or pass --overwrite to replace it."
+            )
+        import shutil
+
+        # the old run's derived results would no longer match the new checkpoint
+        for name in ("checkpoint.pt", "metrics.jsonl", "config.json"):
+            (run_dir / name).unlink(missing_ok=True)
+        for derived in list(run_dir.glob("spectrum-*")) + list(run_dir.glob("flatness-*.json")):
+            shutil.rmtree(derived) if derived.is_dir() else derived.unlink()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise LandscapeError(f"Cannot write the run directory '{run_dir}' ({err.strerror}): choose a writable --out.") from None
+
+
+def _all_finite(model: nn.Module) -> bool:
+    tensors = list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
 def train(
     config: TrainConfig,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
@@ -248,7 +300,6 @@ def train(
     """
     log = log or (lambda msg: None)
     run_dir = Path(config.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
 
     splits = load_splits(config)
@@ -258,6 +309,8 @@ def train(
 
     torch.manual_seed(config.seed)
     model = build_model(config.model, train_set.input_shape, train_set.num_classes, **config.model_kwargs).to(device)
+    _check_compatible(config, model, train_set)
+    _prepare_run_dir(run_dir, resume, overwrite)
     data_generator = torch.Generator().manual_seed(config.seed + 1)
     noise_generator = torch.Generator(device=device).manual_seed(config.seed + 2)
     optimizer = build_optimizer(
@@ -348,6 +401,10 @@ def train(
         if payload.get("scheduler") is not None:
             scheduler.load_state_dict(payload["scheduler"])
         trainer = payload["trainer"]
+        if int(trainer["counters"]["epoch"]) > config.epochs:
+            raise LandscapeError(
+                f"The run in '{run_dir}' has already trained {trainer['counters']['epoch']} epochs: pass --epochs larger than that to continue it."
+            )
         counters.update(trainer["counters"])
         stream.load_state_dict(trainer["stream"])
         noise_generator.set_state(trainer["noise_generator"])
@@ -421,6 +478,12 @@ def train(
                 counters["epoch"] += 1
                 counters["wall_s"] += time.perf_counter() - epoch_start
                 row = eval_row()
+                if not _all_finite(model) or not all(math.isfinite(row[k]) for k in ("train_loss", "val_loss")):
+                    # the last update of the epoch diverged: never save it as "good"
+                    raise NonFiniteLossError(
+                        f"The model diverged in epoch {counters['epoch']} (non-finite weights or loss at its end); the last "
+                        f"good checkpoint (epoch {counters['epoch'] - 1}) is kept in {ckpt_path}: lower --lr and train again."
+                    )
                 rows.append(row)
                 _write_metrics(metrics_path, rows)
                 checkpoint()

@@ -110,3 +110,11 @@ def test_checkpoint_that_does_not_match_its_model_is_refused(tmp_path):
     torch.save(raw, path)
     with pytest.raises(CheckpointError, match="does not match"):
         load_checkpoint(path)
+
+
+def test_tiny_garbage_files_are_refused_with_one_sentence(tmp_path):
+    for content in (b"hello", b"a", b""):
+        path = tmp_path / "x.pt"
+        path.write_bytes(content)
+        with pytest.raises(CheckpointError):
+            read_checkpoint(path)

@@ -94,3 +94,50 @@ def test_nan_loss_stops_with_one_sentence_and_keeps_last_good_checkpoint(tmp_pat
     assert all(torch.isfinite(p).all() for p in model.parameters())
     rows = _rows(tmp_path / "run")
     assert rows[-1]["epoch"] == meta["epoch"]
+
+
+def test_divergence_on_the_last_step_of_an_epoch_is_not_saved(tmp_path):
+    # one step per epoch: the update that ends epoch 1 diverges, and must not be kept as "good"
+    config = _config(tmp_path, lr=1e30, momentum=0.0, epochs=3, batch_size=5000)
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint \\(epoch 0\\)"):
+        train(config, progress=False)
+    model, meta = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert meta["epoch"] == 0 and all(torch.isfinite(p).all() for p in model.parameters())
+    text = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON
+
+
+def test_fresh_batches_per_closure_call_only_where_the_optimizer_asks(tmp_path):
+    # Entropy-SGD draws a new minibatch at each of its L closure calls; SAM reuses one per step.
+    stream_passes = {}
+    for optimizer in ("entropy-sgd", "sam"):
+        out = tmp_path / optimizer
+        train(_config(tmp_path, optimizer=optimizer, L=3, lr=0.1, out=str(out)), progress=False)
+        raw = torch.load(out / "checkpoint.pt", weights_only=True)
+        stream_passes[optimizer] = raw["trainer"]["stream"]["passes"]
+    assert stream_passes == {"entropy-sgd": 2, "sam": 0}  # 3 passes' worth of batches vs exactly one
+
+
+def test_an_existing_run_is_not_silently_replaced(tmp_path):
+    from landscape.errors import LandscapeError
+
+    train(_config(tmp_path), progress=False)
+    (tmp_path / "run" / "spectrum-exact").mkdir()
+    with pytest.raises(LandscapeError, match="--overwrite"):
+        train(_config(tmp_path, optimizer="adam"), progress=False)
+    result = train(_config(tmp_path, optimizer="adam"), overwrite=True, progress=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["optimizer"] == "adam"
+    assert not (tmp_path / "run" / "spectrum-exact").exists()  # derived results of the old run are gone
+    assert len(_rows(tmp_path / "run")) == 2 and result.final["epoch"] == 1
+
+
+def test_model_and_dataset_of_different_kinds_are_refused(tmp_path):
+    from landscape.errors import LandscapeError
+
+    text = tmp_path / "book.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 40, encoding="utf-8")
+    with pytest.raises(LandscapeError, match="classification model"):
+        train(_config(tmp_path, dataset=f"text:{text}"), progress=False)
+    with pytest.raises(LandscapeError, match="BatchNorm"):
+        train(_config(tmp_path, model="mnistfc", batch_size=1), progress=False)
+    assert not (tmp_path / "run").exists()  # nothing is created for a refused run
