@@ -24,6 +24,10 @@ HERE = Path(__file__).resolve().parent
 
 CASES = {
     "optim_step_cost": "benchmarks.optim_step_cost",
+    "hvp": "benchmarks.hvp",
+    "topk": "benchmarks.topk",
+    "trace_density": "benchmarks.trace_density",
+    "dense": "benchmarks.dense",
 }
 
 
