@@ -18,6 +18,7 @@ Each sharpness result states ``invariant_to_rescaling`` (Dinh et al. 2017).
 from __future__ import annotations
 
 from landscape.flatness.energy import BatchedEnergy, EnergyHessian, dense_energy_hessian, energy_from_model
+from landscape.flatness.local_energy import LocalEnergyResult, local_energy
 from landscape.flatness.laplace import LaplaceModel, conjugate_gradient, laplace_model
 from landscape.flatness.local_entropy import (
     LocalEntropyGradient,
@@ -30,27 +31,43 @@ from landscape.flatness.local_entropy import (
 )
 from landscape.flatness.quadrature import energy_on_grid, grid_local_entropy, quadrature_local_entropy, quadrature_mean
 from landscape.flatness.sgld import LangevinChains, gauss_legendre_log_grid, sgld_gradient, sgld_scope
+from landscape.flatness.sharpness import (
+    SharpnessResult,
+    epsilon_sharpness,
+    fisher_rao_norm,
+    hessian_sharpness,
+    pac_bayes_sigma,
+    rescale_layers,
+)
 
 __all__ = [
     "BatchedEnergy",
     "EnergyHessian",
     "LangevinChains",
     "LaplaceModel",
+    "LocalEnergyResult",
     "LocalEntropyGradient",
     "LocalEntropyResult",
     "ScopeCurve",
+    "SharpnessResult",
     "conjugate_gradient",
     "dense_energy_hessian",
     "energy_from_model",
     "energy_on_grid",
+    "epsilon_sharpness",
+    "fisher_rao_norm",
     "flat_reference",
     "gauss_legendre_log_grid",
     "grid_local_entropy",
+    "hessian_sharpness",
     "laplace_model",
     "local_entropy",
+    "local_energy",
     "local_entropy_gradient",
+    "pac_bayes_sigma",
     "quadrature_local_entropy",
     "quadrature_mean",
+    "rescale_layers",
     "scope_curve",
     "sgld_gradient",
     "sgld_scope",

@@ -1,0 +1,345 @@
+"""Sharpness measures users compare, each labelled with its invariance to ReLU layer rescaling.
+
+Dinh et al. 2017 ("Sharp minima can generalize for deep nets") show that scaling one
+layer of a ReLU network by a > 0 and the next by 1/a leaves the function (and so every
+loss and error) unchanged while making the Hessian arbitrarily sharp or flat. A measure
+that changes under this map measures the parametrisation, not the minimum.
+``invariant_to_rescaling`` says which measures survive; ``tests/test_flatness_measures.py``
+proves it for the ones that claim it.
+
+===============================  ===========================================  =========
+measure                          definition                                   invariant
+===============================  ===========================================  =========
+epsilon-sharpness, relative      max_{|u_i|<=eps} L(w (1+u)) - L(w)            yes
+epsilon-sharpness, keskar        max_{|d_i|<=eps(|w_i|+1)} L(w+d) - L(w)      no
+PAC-Bayes sigma', multiplicative largest sigma: E L(w(1+sigma z)) - L <= t    yes
+PAC-Bayes sigma', additive       largest sigma: E L(w+sigma z) - L <= t       no
+Fisher-Rao norm                  <w, F w> (Liang et al. 2019)                 yes
+Hessian trace, lambda_max        curvature engine                             no
+===============================  ===========================================  =========
+
+Epsilon-sharpness follows Keskar et al. 2017 (Sec. 2.2.1, their box C_eps and the
+normalised 100 (max - L) / (1 + L)), maximised by projected sign-gradient ascent (the
+L-infinity steepest ascent; Madry et al. 2018) instead of L-BFGS-B. The "relative" box
+|d_i| <= eps |w_i| is the magnitude-aware version of Jiang et al. 2019 without the
+additive constant that breaks invariance. The PAC-Bayes sigma' is the magnitude-aware
+flatness bound of Jiang et al. 2019 (Sec. 4, "pacbayes.mag.flatness": they report
+1/sigma'^2), found by bisection in log sigma with common random numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import grad, jvp
+
+from landscape.errors import LandscapeError
+from landscape.flatness.network import NOISES, NetworkFunction, as_batches
+
+__all__ = [
+    "SharpnessResult",
+    "epsilon_sharpness",
+    "fisher_rao_norm",
+    "hessian_sharpness",
+    "pac_bayes_sigma",
+    "rescale_layers",
+]
+
+
+@dataclass
+class SharpnessResult:
+    """One flatness/sharpness number with its error (``None`` when exact) and provenance."""
+
+    measure: str
+    value: float
+    stderr: float | None
+    invariant_to_rescaling: bool
+    settings: dict
+    extra: dict = field(default_factory=dict)
+    perturbed: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def rescale_layers(model: nn.Module, first: str, second: str, alpha: float) -> nn.Module:
+    """A copy of ``model`` with module ``first`` (weight and bias) times ``alpha`` and ``second``'s weight / alpha.
+
+    For a ReLU network where only positively homogeneous maps (ReLU, max-pooling,
+    flattening) sit between ``first`` and ``second``, the copy computes exactly the same
+    function (Dinh et al. 2017, Sec. 3). Powers of two keep it exact in floating point.
+    """
+    if not alpha > 0:
+        raise LandscapeError(f"alpha must be positive (a negative scale does not commute with ReLU), got {alpha}.")
+    out = copy.deepcopy(model)
+    modules = dict(out.named_modules())
+    for name in (first, second):
+        if name not in modules or not isinstance(getattr(modules[name], "weight", None), Tensor):
+            raise LandscapeError(f"'{name}' is not a module with a weight; modules: "
+                                 f"{', '.join(n for n, m in modules.items() if getattr(m, 'weight', None) is not None)}.")
+    with torch.no_grad():
+        modules[first].weight.mul_(alpha)
+        if getattr(modules[first], "bias", None) is not None:
+            modules[first].bias.mul_(alpha)
+        modules[second].weight.div_(alpha)
+    return out
+
+
+def _mean_loss(net: NetworkFunction, params: dict, batches) -> Tensor:
+    total = sum(x.shape[0] for x, _ in batches)
+    return sum((x.shape[0] / total) * net.loss_fn(net.logits(params, x), y) for x, y in batches)
+
+
+def epsilon_sharpness(
+    model: nn.Module,
+    data,
+    epsilon: float = 1e-3,
+    *,
+    box: str = "relative",
+    steps: int = 20,
+    step_fraction: float = 0.25,
+    params: Sequence[str] | None = None,
+    batch_size: int = 1024,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    loss_fn: Callable | None = None,
+) -> SharpnessResult:
+    """max over the box of L(w + d) - L(w), by ``steps`` of projected sign-gradient ascent.
+
+    ``box="relative"``: |d_i| <= eps |w_i| (rescaling-invariant); ``box="keskar"``:
+    |d_i| <= eps (|w_i| + 1) (Keskar et al. 2017, not invariant). The ascent starts at
+    d = 0 and moves by ``step_fraction`` x the box half-width per step; the largest loss
+    met on the way is the estimate (a lower bound of the true maximum). ``extra`` holds
+    Keskar's normalised value 100 (max - L) / (1 + L) and the ascent trace.
+    """
+    start = time.perf_counter()
+    if box not in ("relative", "keskar"):
+        raise LandscapeError(f"box must be 'relative' or 'keskar', got '{box}'.")
+    if not (epsilon > 0 and math.isfinite(epsilon)):
+        raise LandscapeError(f"epsilon must be a positive number, got {epsilon}.")
+    if steps < 1:
+        raise LandscapeError(f"steps must be >= 1, got {steps}.")
+    net = NetworkFunction(model, params=params, dtype=dtype, device=device, loss_fn=loss_fn)
+    batches = net.prepare(as_batches(data, batch_size))
+    scale = {n: (w.abs() if box == "relative" else w.abs() + 1.0) for n, w in net.base.items()}
+    radius = {n: epsilon * s for n, s in scale.items()}
+    with torch.no_grad():
+        base = float(_mean_loss(net, net.base, batches))
+    delta = {n: torch.zeros_like(w) for n, w in net.base.items()}
+    loss_grad = grad(lambda p: _mean_loss(net, p, batches))
+    best, trace = base, [base]
+    for _ in range(steps):
+        point = {n: net.base[n] + delta[n] for n in net.names}
+        g = loss_grad(point)
+        with torch.no_grad():
+            for n in net.names:
+                delta[n] = torch.clamp(delta[n] + step_fraction * radius[n] * torch.sign(g[n]), -radius[n], radius[n])
+            value = float(_mean_loss(net, {n: net.base[n] + delta[n] for n in net.names}, batches))
+        trace.append(value)
+        best = max(best, value)
+    sharp = best - base
+    return SharpnessResult(
+        measure=f"epsilon-sharpness-{box}", value=sharp, stderr=None, invariant_to_rescaling=box == "relative",
+        settings={"epsilon": epsilon, "box": box, "steps": steps, "step_fraction": step_fraction,
+                  "samples": sum(x.shape[0] for x, _ in batches)},
+        extra={"base_loss": base, "max_loss": best, "keskar_normalised": 100.0 * sharp / (1.0 + base),
+               "ascent_trace": trace},
+        perturbed=net.description(), wall_s=time.perf_counter() - start,
+    )
+
+
+def pac_bayes_sigma(
+    model: nn.Module,
+    data,
+    *,
+    target: float = 0.1,
+    metric: str = "error",
+    noise: str = "multiplicative",
+    samples: int = 10,
+    seed: int = 0,
+    bounds: tuple[float, float] = (1e-5, 10.0),
+    rtol: float = 0.01,
+    max_iters: int = 60,
+    params: Sequence[str] | None = None,
+    batch_size: int = 1024,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    loss_fn: Callable | None = None,
+) -> SharpnessResult:
+    """The largest sigma with E_z[metric(w')] - metric(w) <= ``target`` (Jiang et al. 2019, Sec. 4).
+
+    w' = w (1 + sigma z) for ``noise="multiplicative"`` (invariant) or w + sigma z. The
+    same ``samples`` draws z serve every sigma tried, so the deviation is a fixed smooth
+    function of sigma and bisection in log sigma converges to ``rtol``. ``value`` is
+    sigma'; ``extra`` holds 1/sigma'^2 (the flatness measure Jiang et al. correlate with
+    the generalisation gap) and the bisection history. ``stderr`` is the error of sigma'
+    implied by the Monte-Carlo error of the deviation at sigma' (delta method, from the
+    local slope).
+    """
+    start = time.perf_counter()
+    if noise not in NOISES:
+        raise LandscapeError(f"noise must be one of {', '.join(NOISES)}, got '{noise}'.")
+    if metric not in ("error", "loss"):
+        raise LandscapeError(f"metric must be 'error' or 'loss', got '{metric}'.")
+    if not target > 0:
+        raise LandscapeError(f"target deviation must be positive, got {target}.")
+    low, high = float(bounds[0]), float(bounds[1])
+    if not 0 < low < high:
+        raise LandscapeError(f"bounds must satisfy 0 < low < high, got {bounds}.")
+    if samples < 1:
+        raise LandscapeError(f"samples must be >= 1, got {samples}.")
+    net = NetworkFunction(model, params=params, dtype=dtype, device=device, loss_fn=loss_fn)
+    batches = net.prepare(as_batches(data, batch_size))
+    column = 0 if metric == "loss" else 1
+    base = net.evaluate(net.base, batches)[column]
+    generator = torch.Generator().manual_seed(int(seed))
+    draws = [net.draw(generator) for _ in range(samples)]
+    history: list[tuple[float, float, float]] = []
+
+    def deviation(sigma: float) -> tuple[float, float]:
+        vals = np.array([net.evaluate(net.perturb(z, sigma, noise), batches)[column] for z in draws])
+        vals = np.where(np.isfinite(vals), vals, np.inf)
+        mean = float(vals.mean()) - base
+        err = float(vals.std(ddof=1) / math.sqrt(samples)) if samples > 1 and np.all(np.isfinite(vals)) else 0.0
+        history.append((sigma, mean, err))
+        return mean, err
+
+    warnings = []
+    dev_low, _ = deviation(low)
+    dev_high, _ = deviation(high)
+    if dev_low > target:
+        warnings.append(f"The deviation already exceeds the target at sigma={low:g}; sigma' is below the search range.")
+        sigma_star = low
+    elif dev_high <= target:
+        warnings.append(f"The deviation stays below the target up to sigma={high:g}; sigma' is above the search range.")
+        sigma_star = high
+    else:
+        for _ in range(max_iters):
+            mid = math.sqrt(low * high)
+            if deviation(mid)[0] <= target:
+                low = mid
+            else:
+                high = mid
+            if high / low - 1.0 <= rtol:
+                break
+        sigma_star = low
+    # delta-method error: d sigma = d dev / (d dev / d sigma), slope from the bracket
+    _, err_star = deviation(sigma_star)
+    stderr = None
+    if 0 < sigma_star < float(bounds[1]) and not warnings:
+        dev_a, _ = deviation(sigma_star)
+        dev_b, _ = deviation(sigma_star * 1.05)
+        slope = (dev_b - dev_a) / (0.05 * sigma_star)
+        stderr = abs(err_star / slope) if slope > 0 else None
+    return SharpnessResult(
+        measure=f"pac-bayes-sigma-{noise}", value=sigma_star, stderr=stderr,
+        invariant_to_rescaling=noise == "multiplicative",
+        settings={"target": target, "metric": metric, "noise": noise, "samples": samples, "seed": seed,
+                  "bounds": list(bounds), "rtol": rtol, "data_samples": sum(x.shape[0] for x, _ in batches)},
+        extra={"flatness_inverse_sigma_squared": 1.0 / sigma_star**2, "base": base,
+               "history": [{"sigma": s, "deviation": d, "stderr": e} for s, d, e in history]},
+        perturbed=net.description(), wall_s=time.perf_counter() - start, warnings=warnings,
+    )
+
+
+def fisher_rao_norm(
+    model: nn.Module,
+    data,
+    *,
+    kind: str = "model",
+    params: Sequence[str] | None = None,
+    batch_size: int = 1024,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> SharpnessResult:
+    """The squared Fisher-Rao norm <w, F(w) w> (Liang et al. 2019, Def. 2), exactly.
+
+    ``kind="model"``: F is the Fisher of the model's predictive distribution; the
+    expectation over labels is a sum over the C classes (no sampling):
+    (1/N) sum_i sum_y p(y|x_i) (w . grad_w log p(y|x_i))^2. ``kind="empirical"``: the
+    observed labels, (1/N) sum_i (w . grad_w l_i)^2. Each directional derivative
+    w . grad is one forward-mode product (``jvp`` along w) per batch. Invariant to
+    every diagonal rescaling symmetry T (l(Tw) = l(w) gives grad l(Tw) = T^{-1} grad l(w),
+    so (Tw) . grad l(Tw) = w . grad l(w)). ``value`` is <w, F w>; ``extra["norm"]`` its root.
+    """
+    start = time.perf_counter()
+    if kind not in ("model", "empirical"):
+        raise LandscapeError(f"kind must be 'model' or 'empirical', got '{kind}'.")
+    net = NetworkFunction(model, params=params, dtype=dtype, device=device)
+    batches = net.prepare(as_batches(data, batch_size))
+    total = torch.zeros((), dtype=torch.float64, device=net.device)
+    count = 0
+    for x, y in batches:
+        def log_probs(p, x=x):
+            return torch.log_softmax(net.logits(p, x), dim=-1)
+
+        with torch.no_grad():
+            logp, dlogp = jvp(log_probs, (net.base,), (net.base,))
+        logp = logp.reshape(-1, logp.shape[-1]).double()
+        dlogp = dlogp.reshape(-1, dlogp.shape[-1]).double()
+        targets = y.reshape(-1)
+        if kind == "model":
+            total += (logp.exp() * dlogp.square()).sum()
+        else:
+            total += dlogp.gather(1, targets[:, None]).square().sum()
+        count += targets.numel()
+    value = float(total) / count
+    return SharpnessResult(
+        measure=f"fisher-rao-{kind}", value=value, stderr=None, invariant_to_rescaling=True,
+        settings={"kind": kind, "data_samples": sum(x.shape[0] for x, _ in batches)},
+        extra={"norm": math.sqrt(max(value, 0.0)), "positions": count},
+        perturbed=net.description(), wall_s=time.perf_counter() - start,
+    )
+
+
+def hessian_sharpness(
+    model: nn.Module,
+    data,
+    *,
+    trace_rel: float = 0.02,
+    max_probes: int = 200,
+    tol: float = 1e-6,
+    seed: int = 0,
+    params: Sequence[str] | None = None,
+    batch_size: int = 1024,
+    dtype: torch.dtype | None = torch.float64,
+    device: torch.device | str | None = None,
+) -> list[SharpnessResult]:
+    """Hessian lambda_max (Lanczos) and trace (Hutch++ / Hutchinson) of the mean loss; NOT invariant.
+
+    Both come from the curvature engine (:mod:`landscape.spectra`) on the same samples.
+    """
+    from landscape.curvature.operators import HessianOperator
+    from landscape.spectra.lanczos import lanczos
+    from landscape.spectra.trace import hutchinson_trace
+
+    start = time.perf_counter()
+    op = HessianOperator(model, None, as_batches(data, batch_size), dtype=dtype, device=device, params=params)
+    top = lanczos(op, k=1, which="LA", tol=tol, seed=seed)
+    lanczos_products = op.count
+    lanczos_s = time.perf_counter() - start
+    trace = hutchinson_trace(op, max_samples=max_probes, target_rel=trace_rel, seed=seed)
+    perturbed = {"perturbed": list(op.names), "num_perturbed": int(op.shape[0]), "mode": "eval",
+                 "dtype": str(op.dtype).replace("torch.", "")}
+    settings = {"data_samples": op.num_samples, "seed": seed}
+    return [
+        SharpnessResult(measure="hessian-lambda-max", value=float(top.ritz_values.max()),
+                        stderr=float(top.residuals.max()), invariant_to_rescaling=False,
+                        settings={**settings, "tol": tol},
+                        extra={"converged": bool(top.all_converged), "products": lanczos_products},
+                        perturbed=perturbed, wall_s=lanczos_s),
+        SharpnessResult(measure="hessian-trace", value=float(trace.estimate), stderr=float(trace.stderr),
+                        invariant_to_rescaling=False, settings={**settings, "target_rel": trace_rel},
+                        extra={"probes": trace.samples, "products": op.count - lanczos_products},
+                        perturbed=perturbed, wall_s=time.perf_counter() - start - lanczos_s),
+    ]
+
