@@ -9,6 +9,7 @@ exit status 2, never as a traceback.
 from __future__ import annotations
 
 import enum
+import math
 import re
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from landscape.errors import LandscapeError
 
 app = typer.Typer(
     help="landscape: geometry of neural-network loss landscapes. "
-    "Stages: train -> spectrum (-> flatness -> report, in later releases).",
+    "Stages: train -> spectrum -> flatness (-> report, in a later release).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -354,6 +355,131 @@ def spectrum(
         console.print(f"wrote {out_dir}/spectrum.{{npz,json}}: " + ", ".join(parts), highlight=False, soft_wrap=True)
 
     run_guarded(go)
+
+
+class Measure(str, enum.Enum):
+    local_entropy = "local-entropy"
+    local_energy = "local-energy"
+    sharpness = "sharpness"
+    pac_bayes = "pac-bayes"
+    fisher_rao = "fisher-rao"
+
+
+class EntropyMethod(str, enum.Enum):
+    sgld = "sgld"
+    laplace = "laplace"
+
+
+class Noise(str, enum.Enum):
+    multiplicative = "multiplicative"
+    additive = "additive"
+
+
+class DeviationMetric(str, enum.Enum):
+    error = "error"
+    loss = "loss"
+
+
+def parse_float_list(text: Optional[str], option: str) -> tuple[float, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(float(part) for part in text.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise LandscapeError(f"{option} expects comma-separated numbers like 0,0.01,0.1, got '{text}'.") from None
+
+
+@app.command()
+def flatness(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint.pt (or the run directory holding it)."),
+    measure: Measure = typer.Option(
+        Measure.local_energy, "--measure", help="local-entropy | local-energy | sharpness | pac-bayes | fisher-rao."
+    ),
+    gamma: List[float] = typer.Option([], "--gamma", help="Local entropy: scope gamma (repeatable) [default: 1, 10, 100]."),
+    method: EntropyMethod = typer.Option(EntropyMethod.sgld, "--method", help="Local entropy: sgld or laplace."),
+    sigmas: Optional[str] = typer.Option(
+        None, "--sigmas", help="Local energy: noise levels, comma-separated [default: 0,0.01,0.02,0.05,0.1,0.2,0.3,0.5]."
+    ),
+    samples: int = typer.Option(
+        20, "--samples", "-M", help="Monte-Carlo noise draws per sigma (local-energy, pac-bayes); SGLD chains."
+    ),
+    data_samples: int = typer.Option(
+        1000, "--data-samples", "-n", help="Samples N per split (first N in order); local-energy may use more."
+    ),
+    split: str = typer.Option("train", "--split", help="Split for local-entropy, sharpness, pac-bayes, fisher-rao."),
+    eval_splits: str = typer.Option("train,test", "--eval-splits", help="Local energy: splits to evaluate."),
+    noise: Noise = typer.Option(Noise.multiplicative, "--noise", help="Local energy: w(1+sigma z) or w+sigma z."),
+    beta: Optional[float] = typer.Option(None, "--beta", help="Local entropy: energy = beta x mean loss [default: N]."),
+    spectrum_dir: Optional[Path] = typer.Option(
+        None, "--spectrum", help="Local entropy, laplace: folder of an exact spectrum on the same samples."
+    ),
+    steps_per_level: int = typer.Option(400, "--sgld-steps", help="Local entropy, sgld: measured steps per scope level."),
+    burn_in: int = typer.Option(150, "--burn-in", help="Local entropy, sgld: burn-in steps per level."),
+    target: float = typer.Option(0.1, "--target", help="PAC-Bayes: allowed deviation of the metric."),
+    metric: DeviationMetric = typer.Option(DeviationMetric.error, "--metric", help="PAC-Bayes: error or loss."),
+    epsilon: float = typer.Option(1e-3, "--epsilon", help="Sharpness: box half-width (relative)."),
+    steps: int = typer.Option(20, "--steps", help="Sharpness: projected ascent steps."),
+    hessian: bool = typer.Option(True, "--hessian/--no-hessian", help="Sharpness: also Hessian lambda_max and trace."),
+    batch_size: int = typer.Option(1024, "--batch-size", "-b", help="Samples per forward pass (memory, not the result)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of noise draws, chains and probes."),
+    subset_seed: Optional[int] = typer.Option(None, "--subset-seed", help="Draw the N samples at random with this seed."),
+    dtype: Precision = typer.Option(Precision.float64, "--dtype", help="Precision of the network evaluations."),
+    params: List[str] = typer.Option([], "--param", help="Restrict to these parameter tensors / module prefixes."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where dataset files live."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder [default: the run directory]."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda, cuda:N."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Flatness of a checkpoint: writes DIR/flatness-MEASURE.json with estimates, errors, settings, wall time."""
+    from landscape.flatness.stage import DEFAULT_GAMMAS, DEFAULT_SIGMAS, FlatnessConfig, compute_flatness
+
+    def go():
+        config = FlatnessConfig(
+            checkpoint=str(checkpoint), measure=measure.value, data_samples=data_samples, split=split,
+            eval_splits=tuple(s for s in eval_splits.replace(" ", "").split(",") if s), batch_size=batch_size,
+            seed=seed, subset_seed=subset_seed, dtype=dtype.value, device=device,
+            out=None if out is None else str(out), data_dir=None if data_dir is None else str(data_dir),
+            params=tuple(params) or None, samples=samples, gammas=tuple(gamma) or DEFAULT_GAMMAS, method=method.value,
+            beta=beta, spectrum=None if spectrum_dir is None else str(spectrum_dir), num_steps=steps_per_level,
+            burn_in=burn_in, sigmas=parse_float_list(sigmas, "--sigmas") or DEFAULT_SIGMAS, noise=noise.value,
+            target=target, metric=metric.value, epsilon=epsilon, steps=steps, hessian=hessian,
+        )
+        log = (lambda msg: None) if quiet else (lambda msg: console.print(msg, highlight=False, soft_wrap=True))
+        show = not quiet and sys.stderr.isatty()
+        progress_fn = None
+        if show:
+            def progress_fn(done, total):
+                err_console.print(f"  draw {done}/{total}", end="\r", highlight=False)
+        path, result = compute_flatness(config, progress=progress_fn, log=log)
+        for line in summarise_flatness(result):
+            console.print(line, highlight=False, soft_wrap=True)
+        console.print(f"wrote {path} ({result['wall_s']:.1f} s)", highlight=False, soft_wrap=True)
+
+    run_guarded(go)
+
+
+def summarise_flatness(result: dict) -> list[str]:
+    """A few human-readable lines for the terminal (the JSON holds everything)."""
+    measure = result["measure"]
+    lines = []
+    if measure == "local-entropy":
+        for g, est, err in zip(result["gammas"], result["estimates"], result["stderrs"]):
+            value = "does not exist" if est is None or not math.isfinite(est) else f"{est:.6g} +- {err:.2g}"
+            lines.append(f"gamma {g:g}: F - (n/2) log(2 pi/gamma) = {value}")
+    elif measure == "local-energy":
+        for split, metrics in result["delta"].items():
+            base = result["base"][split]
+            cells = ", ".join(f"{s:g}: {d:.4g}" for s, d in zip(result["sigmas"], metrics["loss"]))
+            lines.append(f"{split}: loss {base['loss']:.4g}, error {base['error']:.4g}; delta loss by sigma {cells}")
+    else:
+        for entry in result["entries"]:
+            err = entry["stderr"]
+            tail = "" if err is None else f" +- {err:.2g}"
+            flag = "invariant" if entry["invariant_to_rescaling"] else "not rescaling-invariant"
+            lines.append(f"{entry['measure']}: {entry['value']:.6g}{tail} ({flag})")
+            lines.extend(f"warning: {w}" for w in entry.get("warnings") or [])
+    lines.extend(f"warning: {w}" for w in result.get("warnings") or [])
+    return lines
 
 
 def _given_on_command_line(ctx: typer.Context, name: str) -> bool:

@@ -100,3 +100,18 @@ def as_operator(A) -> LinearOperator:
     if hasattr(A, "matmat") and hasattr(A, "shape"):
         return _ScipyAdapter(A)
     raise TypeError(f"cannot use a {type(A).__name__} as a linear operator")
+
+
+class ScaledOperator(LinearOperator):
+    """``factor * A`` for an operator ``A`` (e.g. the Hessian of N times the mean loss)."""
+
+    def __init__(self, op, factor: float) -> None:
+        super().__init__()
+        self.op = as_operator(op)
+        self.factor = float(factor)
+        self.shape = tuple(self.op.shape)
+        self.dtype = self.op.dtype
+        self.device = self.op.device
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.factor * self.op.matmat(V)

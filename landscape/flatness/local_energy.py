@@ -160,7 +160,8 @@ def local_energy(
         delta[name], std[name], stderr[name] = {}, {}, {}
         for metric in METRICS:
             raw = values[name][metric]
-            delta[name][metric] = raw.mean(axis=1) - base[name][metric]
+            # mean of the differences (not difference of means): exactly 0 at sigma = 0
+            delta[name][metric] = (raw - base[name][metric]).mean(axis=1)
             spread = raw.std(axis=1, ddof=1) if samples > 1 else np.full(sigma_values.size, np.nan)
             std[name][metric] = spread
             stderr[name][metric] = spread / math.sqrt(samples)

@@ -56,7 +56,7 @@ __all__ = [
 METHODS = ("sgld", "laplace", "quadrature")
 _LAPLACE_KEYS = ("eigenvalues", "hessian", "dense_limit", "num_probes", "num_iters", "cg_tol")
 _SGLD_KEYS = ("num_chains", "num_steps", "burn_in", "step_size", "metropolis", "target_accept", "gamma_max",
-              "nodes_per_decade", "min_nodes", "control")
+              "nodes_per_decade", "min_nodes", "control", "progress")
 _QUADRATURE_KEYS = ("bounds", "num_points", "width", "margin", "edge_tol", "max_expansions", "max_evaluations")
 
 
@@ -210,7 +210,8 @@ def local_entropy(energy: Energy, x0: Tensor, gamma: float, *, method: str = "sg
     * ``sgld``: ``num_chains`` (16), ``num_steps`` (400 per scope level), ``burn_in`` (150),
       ``step_size`` (None: tuned in burn-in), ``metropolis`` (True: MALA; False: plain
       SGLD), ``target_accept``, ``gamma_max`` (default 1000 max(gamma, |lambda|_max)),
-      ``nodes_per_decade`` (5), ``min_nodes`` (3), ``control`` (True), and the Laplace
+      ``nodes_per_decade`` (5), ``min_nodes`` (3), ``control`` (True), ``progress``
+      (a callable ``(level, levels, gamma)`` called after each scope level), and the Laplace
       options below for the anchor (or ``laplace_options={...}``);
     * ``laplace``: ``eigenvalues`` (exact spectrum), ``hessian`` (dense matrix or operator),
       ``dense_limit`` (1000: autograd builds the dense Hessian up to this n, SLQ above),

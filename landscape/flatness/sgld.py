@@ -246,7 +246,8 @@ def _ula_bias(levels: list[LevelStats], weights: np.ndarray, n: int, trace: floa
 
 
 def _anneal(chains: LangevinChains, gammas: np.ndarray, *, stiffness: float, step_size: float | None,
-            gamma_min: float, burn_in: int, num_steps: int, target_accept: float) -> list[LevelStats]:
+            gamma_min: float, burn_in: int, num_steps: int, target_accept: float,
+            progress=None) -> list[LevelStats]:
     """Run the chains through ``gammas`` (descending), each level starting where the last ended.
 
     The tuned step carries over, rescaled by (gamma_prev + L) / (gamma + L) with L the
@@ -264,6 +265,8 @@ def _anneal(chains: LangevinChains, gammas: np.ndarray, *, stiffness: float, ste
                                  target_accept=target_accept)
         lr, previous = level.lr, g
         levels.append(level)
+        if progress is not None:
+            progress(len(levels), len(gammas), float(g))
     return levels
 
 
@@ -285,6 +288,7 @@ def sgld_scope(
     control: bool = True,
     model: LaplaceModel | None = None,
     laplace_options: dict | None = None,
+    progress=None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, list[str]]:
     """G(gamma) = F(x0, gamma) - (n/2) log(2 pi / gamma) at each of ``gammas`` (module docstring).
 
@@ -292,6 +296,7 @@ def sgld_scope(
     unique gammas. ``step_size``: None tunes it during burn-in (recommended); a number fixes
     the step at the smallest gamma, scaled as ``step_size * gamma_min / gamma`` above it.
     ``model``: a prebuilt :class:`LaplaceModel` (otherwise built with ``laplace_options``).
+    ``progress(level, levels, gamma)`` is called after each scope level.
     """
     x0 = check_point(x0)
     targets = _positive_gammas(gammas)
@@ -320,7 +325,8 @@ def sgld_scope(
     chains = LangevinChains(batched, x0, num_chains, seed=seed, metropolis=metropolis)
     target_accept = target_accept if target_accept is not None else (0.574 if metropolis else 0.9)
     levels = _anneal(chains, node_gammas, stiffness=max(model.lambda_max, 0.0), step_size=step_size,
-                     gamma_min=float(targets[0]), burn_in=burn_in, num_steps=num_steps, target_accept=target_accept)
+                     gamma_min=float(targets[0]), burn_in=burn_in, num_steps=num_steps, target_accept=target_accept,
+                     progress=progress)
 
     slopes = np.stack([lv.slope for lv in levels])  # (K, C)
     curve_slopes = np.array([curve(float(g))[1] for g in node_gammas])
