@@ -281,3 +281,16 @@ def test_energy_from_model_is_the_weighted_mean_loss():
     assert x0.dtype == torch.float64 and x0.numel() == sum(p.numel() for p in model.parameters())
     result = local_entropy(energy, x0, 10.0, method="laplace", hessian=op, num_probes=4, num_iters=20)
     assert math.isfinite(result.estimate) and result.diagnostics["source"] == "slq"
+
+
+def test_write_fig2_stores_the_arrays_and_the_minima(tmp_path):
+    from landscape.flatness.fig2 import write_fig2
+
+    summary = write_fig2(tmp_path, with_2d=False)
+    with np.load(tmp_path / "fig2.npz", allow_pickle=False) as arrays:
+        assert arrays["d1_neg_local_entropy"].shape == (3, arrays["d1_x"].size)
+        np.testing.assert_array_equal(arrays["d1_argmin_x"], summary["argmin_neg_local_entropy_1d"])
+    on_disk = json.loads((tmp_path / "fig2.json").read_text())
+    assert on_disk["gammas_1d"] == [1000.0, 10.0, 1.0]
+    assert abs(on_disk["argmin_neg_local_entropy_1d"][-1] - FIG2_1D["robust"][0]) < 0.3
+    assert on_disk["max_quadrature_error_1d"] < 1e-5
