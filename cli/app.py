@@ -268,6 +268,7 @@ class Which(str, enum.Enum):
 class FisherKind(str, enum.Enum):
     empirical = "empirical"
     mc = "mc"
+    exact = "exact"
     adam = "adam"
 
 
@@ -310,7 +311,7 @@ def spectrum(
     num_probes: int = typer.Option(10, "--probes", help="SLQ: number of random probes."),
     num_iters: int = typer.Option(90, "--iters", help="SLQ: Lanczos steps per probe."),
     trace_rel: float = typer.Option(0.01, "--trace-rel", help="Trace: stop at this relative standard error."),
-    fisher: FisherKind = typer.Option(FisherKind.empirical, "--fisher", help="fisher-diag / fisher operator: kind."),
+    fisher: FisherKind = typer.Option(FisherKind.empirical, "--fisher", help="fisher-diag: empirical, mc, exact (true Fisher = diag GGN) or adam; fisher operator: empirical or mc."),
     mc_samples: int = typer.Option(1, "--mc-samples", help="MC Fisher: label draws per input."),
     storage: Precision = typer.Option(Precision.float64, "--storage", help="Exact: precision of the stored matrix."),
     block_size: int = typer.Option(64, "--block-size", help="Exact: columns per block product."),

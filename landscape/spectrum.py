@@ -11,7 +11,7 @@ exact           eigenvalues (all, ascending, float64)       error bound, statist
 lanczos         ritz_values, residuals, converged           statistics of the Ritz values
 slq             nodes, weights (one row per probe)          trace (+ stderr)
 trace           samples                                      trace, trace_stderr
-fisher-diag     diagonal                                     statistics of the diagonal
+fisher-diag     diagonal (empirical, mc, exact = diag GGN, adam) statistics of the diagonal
 ==============  ==========================================  ==============================
 
 Every JSON records method, n_params, samples, split, mode, dtype, seed, hvp_count,
@@ -93,8 +93,11 @@ class SpectrumConfig:
             raise LandscapeError(f"--samples must be >= 1, got {self.samples}.")
         if self.dtype not in ("float32", "float64"):
             raise LandscapeError(f"--dtype must be float32 or float64, got {self.dtype}.")
-        if self.fisher not in ("empirical", "mc", "adam"):
-            raise LandscapeError(f"--fisher must be empirical, mc or adam, got {self.fisher}.")
+        if self.fisher not in ("empirical", "mc", "adam", "exact"):
+            raise LandscapeError(f"--fisher must be empirical, mc, exact or adam, got {self.fisher}.")
+        if self.fisher == "exact" and self.method != "fisher-diag":
+            raise LandscapeError("--fisher exact is for --method fisher-diag; the exact true-Fisher matrix is "
+                                 "--operator ggn (equal for cross-entropy).")
 
     def output_dir(self) -> Path:
         if self.out is not None:
@@ -184,9 +187,11 @@ def compute_spectrum(config: SpectrumConfig, *, progress: bool = True) -> tuple[
         summary.update({"samples": config.samples, "sample_rule": sample_info["rule"], "batch_size": config.batch_size,
                         "dataset": meta.get("dataset", {}).get("name")})
         if config.method == "fisher-diag":
-            op = FisherOperator(model, cross_entropy, batches, kind=config.fisher, mc_samples=config.mc_samples,
-                                seed=config.seed or 0, mode=config.mode, dtype=dtype, device=device)
-            arrays["diagonal"] = diagonal_fisher(op).cpu().double().numpy()
+            exact = config.fisher == "exact"
+            op = FisherOperator(model, cross_entropy, batches, kind="empirical" if exact else config.fisher,
+                                mc_samples=config.mc_samples, seed=config.seed or 0, mode=config.mode, dtype=dtype,
+                                device=device)
+            arrays["diagonal"] = diagonal_fisher(op, exact_expectation=exact).cpu().double().numpy()
             summary["fisher"] = config.fisher
         else:
             op = build_operator(model, batches, config, device, dtype)

@@ -4,6 +4,10 @@
   (vmapped, in chunks of ``sample_chunk`` samples so memory stays bounded).
 * ``mc``: the same at labels drawn from the model's predictive distribution (the "true"
   Fisher), ``mc_samples`` draws per input, averaged (no factor of the class count).
+* ``exact``: the true Fisher with the expectation over labels taken exactly,
+  (1/N) sum_i sum_c p_c(x_i) g_ic^2 with g_ic the gradient at label c: C gradients per
+  sample. For cross-entropy this is the diagonal of the generalized Gauss-Newton matrix
+  (what BackPACK calls DiagGGNExact) and the limit of ``mc`` as the draws grow.
 * ``adam``: the paper's proxy from the moments Adam keeps, diag I = E[g^2] - (E g)^2,
   with E[g^2] ~ v_t / (1 - beta2^t) and E g ~ m_t / (1 - beta1^t) (bias-corrected
   exponential averages, Kingma & Ba 2015 Alg. 1). Needs a checkpoint of an Adam run.
@@ -20,8 +24,15 @@ from landscape.curvature.operators import FisherOperator
 from landscape.errors import LandscapeError
 
 
-def diagonal_fisher(op: FisherOperator) -> torch.Tensor:
-    """``diag F`` of a :class:`FisherOperator` (empirical or Monte-Carlo), flat."""
+def diagonal_fisher(op: FisherOperator, *, exact_expectation: bool = False) -> torch.Tensor:
+    """``diag F`` of a :class:`FisherOperator` (empirical or Monte-Carlo), flat.
+
+    ``exact_expectation=True`` ignores the operator's kind and returns the true Fisher's
+    diagonal with the label expectation summed over all classes (= diag GGN for
+    cross-entropy); classifiers only.
+    """
+    if exact_expectation:
+        return exact_fisher_diagonal(op)
     total = torch.zeros(op.shape[0], dtype=op.dtype, device=op.device)
     for index, ((x, y), w) in enumerate(zip(op.batches, op.weights)):
         if op.fisher_kind == "empirical":
@@ -34,6 +45,28 @@ def diagonal_fisher(op: FisherOperator) -> torch.Tensor:
                 G = op.per_sample_gradients(x, labels[m])
                 acc += (G * G).mean(dim=0)
             total += w * acc / op.mc_samples
+    return total
+
+
+def exact_fisher_diagonal(op: FisherOperator) -> torch.Tensor:
+    """(1/N) sum_i sum_c p_c(x_i) g_ic^2: the true Fisher's (= the GGN's) diagonal, exactly.
+
+    One vmapped per-sample gradient pass per class c, at label c for every sample,
+    weighted by the (detached) predicted probability p_c(x_i).
+    """
+    total = torch.zeros(op.shape[0], dtype=op.dtype, device=op.device)
+    for (x, y), w in zip(op.batches, op.weights):
+        with torch.no_grad():
+            probs = torch.softmax(op.logits(op.params, x), dim=-1)
+        if probs.dim() != 2:
+            raise LandscapeError("The exact Fisher diagonal is for classifiers (one label per sample); "
+                                 "for sequence models use --fisher mc.")
+        acc = torch.zeros_like(total)
+        for c in range(probs.shape[1]):
+            labels = torch.full_like(y, c)
+            G = op.per_sample_gradients(x, labels)
+            acc += (probs[:, c : c + 1] * G * G).sum(dim=0)
+        total += w * acc / x.shape[0]
     return total
 
 
