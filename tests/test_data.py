@@ -592,3 +592,11 @@ def test_names_and_argument_errors(tmp_path):
     with pytest.raises(DatasetArgumentError):
         load_dataset(f"text:{path}", preprocess="gcn-zca")
     assert load_dataset("DIGITS").name == "DIGITS"  # names are case-insensitive, kept as given
+
+
+def test_ptb_missing_files_are_all_named_in_one_sentence(tmp_path):
+    (tmp_path / "ptb.train.txt").write_text(" the cat \n", encoding="utf-8")
+    with pytest.raises(LandscapeError) as info:
+        load_dataset("ptb", "train", tmp_path, download=False)
+    message = str(info.value)
+    assert "ptb.valid.txt" in message and "ptb.test.txt" in message and "\n" not in message.strip()

@@ -57,8 +57,8 @@ def load_ptb(
 ) -> Dataset:
     """Load one split of word-level PTB (see the module docstring)."""
     seq_len = check_seq_len(seq_len, DEFAULT_SEQ_LEN)
-    needed = {"train": FILES["train"], split: FILES[split]}
-    paths = require_files("ptb", {k: (v,) for k, v in needed.items()}, root, download)
+    # ask for all three files at once, so a missing-file message names every file to supply
+    paths = require_files("ptb", {k: (v,) for k, v in FILES.items()}, root, download)
     train_tokens = tokenize(paths["train"])
     vocab = build_vocab(train_tokens)
     index = {word: i for i, word in enumerate(vocab)}
