@@ -17,6 +17,7 @@ from typing import Callable, List, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from landscape.errors import LandscapeError
 
@@ -66,7 +67,7 @@ def run_guarded(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except LandscapeError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err_console.print(f"interrupted: {interrupt_hint[0]()}", highlight=False)
@@ -390,8 +391,18 @@ def parse_float_list(text: Optional[str], option: str) -> tuple[float, ...]:
         raise LandscapeError(f"{option} expects comma-separated numbers like 0,0.01,0.1, got '{text}'.") from None
 
 
+# CLI option -> the FlatnessConfig field it sets (options not listed apply to every measure)
+_FLATNESS_OPTION_FIELDS = {
+    "gamma": "gammas", "method": "method", "sigmas": "sigmas", "samples": "samples", "split": "split",
+    "eval_splits": "eval_splits", "noise": "noise", "beta": "beta", "spectrum_dir": "spectrum",
+    "steps_per_level": "num_steps", "burn_in": "burn_in", "target": "target", "metric": "metric",
+    "epsilon": "epsilon", "steps": "steps", "hessian": "hessian",
+}
+
+
 @app.command()
 def flatness(
+    ctx: typer.Context,
     checkpoint: Path = typer.Argument(..., help="A checkpoint.pt (or the run directory holding it)."),
     measure: Measure = typer.Option(
         Measure.local_energy, "--measure", help="local-entropy | local-energy | sharpness | pac-bayes | fisher-rao."
@@ -432,9 +443,17 @@ def flatness(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Flatness of a checkpoint: writes DIR/flatness-MEASURE.json with estimates, errors, settings, wall time."""
-    from landscape.flatness.stage import DEFAULT_GAMMAS, DEFAULT_SIGMAS, FlatnessConfig, compute_flatness
+    from landscape.flatness.stage import DEFAULT_GAMMAS, DEFAULT_SIGMAS, MEASURE_SETTINGS, FlatnessConfig, compute_flatness
 
     def go():
+        used = MEASURE_SETTINGS[measure.value]
+        for option, field_name in _FLATNESS_OPTION_FIELDS.items():
+            if field_name not in used and _given_on_command_line(ctx, option):
+                flag = "--" + {"gamma": "gamma", "spectrum_dir": "spectrum", "steps_per_level": "sgld-steps"}.get(
+                    option, option.replace("_", "-"))
+                hint = " (it computes both noise models)" if option == "noise" and measure.value == "pac-bayes" else ""
+                raise LandscapeError(f"{flag} is not used by --measure {measure.value}{hint}; its options are "
+                                     f"{', '.join(used)} plus the common ones.")
         config = FlatnessConfig(
             checkpoint=str(checkpoint), measure=measure.value, data_samples=data_samples, split=split,
             eval_splits=tuple(s for s in eval_splits.replace(" ", "").split(",") if s), batch_size=batch_size,
@@ -445,13 +464,9 @@ def flatness(
             burn_in=burn_in, sigmas=parse_float_list(sigmas, "--sigmas") or DEFAULT_SIGMAS, noise=noise.value,
             target=target, metric=metric.value, epsilon=epsilon, steps=steps, hessian=hessian,
         )
-        log = (lambda msg: None) if quiet else (lambda msg: console.print(msg, highlight=False, soft_wrap=True))
-        show = not quiet and sys.stderr.isatty()
-        progress_fn = None
-        if show:
-            def progress_fn(done, total):
-                err_console.print(f"  draw {done}/{total}", end="\r", highlight=False)
-        path, result = compute_flatness(config, progress=progress_fn, log=log)
+        log = (lambda msg: None) if quiet else (
+            lambda msg: err_console.print(msg, highlight=False, soft_wrap=True, markup=False))
+        path, result = compute_flatness(config, log=log)
         for line in summarise_flatness(result):
             console.print(line, highlight=False, soft_wrap=True)
         console.print(f"wrote {path} ({result['wall_s']:.1f} s)", highlight=False, soft_wrap=True)

@@ -257,3 +257,51 @@ def test_rescale_layers_refuses_nonsense():
         rescale_layers(net, "0", "1", 2.0)  # "1" is the ReLU
     with pytest.raises(LandscapeError):
         rescale_layers(net, "0", "2", -1.0)
+
+
+def test_epsilon_sharpness_finds_the_best_corner_of_a_convex_loss():
+    """Cross-entropy of a linear model is convex in its weights, so its maximum over the box sits at a
+    corner: enumerate all 2^4 corners and compare (the ascent gives a lower bound that should reach it)."""
+    import itertools
+
+    torch.manual_seed(3)
+    model = nn.Linear(1, 2).double()
+    x = torch.randn(40, 1, dtype=torch.float64)
+    y = (x[:, 0] + 0.3 * torch.randn(40, dtype=torch.float64) > 0).long()
+    eps = 0.5
+    w = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    best = -math.inf
+    for signs in itertools.product((-1.0, 1.0), repeat=4):
+        d = eps * w.abs() * torch.tensor(signs, dtype=torch.float64)
+        params = {"weight": (w[:2] + d[:2]).view(2, 1), "bias": w[2:] + d[2:]}
+        best = max(best, float(nn.functional.cross_entropy(functional_call(model, params, (x,)), y)))
+    base = float(nn.functional.cross_entropy(model(x), y))
+    result = epsilon_sharpness(model, (x, y), eps, box="relative", steps=30)
+    assert result.value <= best - base + 1e-12
+    assert result.value == pytest.approx(best - base, rel=1e-9)
+
+
+def test_pac_bayes_on_the_error_metric_and_outside_the_search_range():
+    net, data = trained_net()
+    result = pac_bayes_sigma(net, data, target=0.1, metric="error", samples=4, seed=0, rtol=1e-3)
+    assert result.extra["bracketed"] and not result.warnings
+    history = {h["sigma"]: h["deviation"] for h in result.extra["history"]}
+    assert history[result.value] <= 0.1 + 1e-12
+    above = [d for s, d in history.items() if result.value < s <= result.value * 1.0011]
+    assert above and all(d > 0.1 for d in above)
+    narrow = pac_bayes_sigma(net, data, target=0.1, metric="error", samples=2, bounds=(1e-4, 1e-3))
+    assert not narrow.extra["bracketed"] and narrow.value == 1e-3 and narrow.stderr is None
+    assert "above the search range" in narrow.warnings[0]
+
+
+def test_noise_draws_do_not_depend_on_the_precision():
+    net, data = trained_net(20)
+    a = local_energy(net, data, [0.1], samples=3, seed=5, dtype=torch.float64)
+    b = local_energy(net.float(), (data[0].float(), data[1]), [0.1], samples=3, seed=5, dtype=torch.float32)
+    np.testing.assert_allclose(a.values["train"]["loss"], b.values["train"]["loss"], rtol=1e-4)
+
+
+def test_a_parameter_name_that_matches_nothing_is_refused():
+    net, data = trained_net(5)
+    with pytest.raises(LandscapeError, match="nosuch"):
+        local_energy(net, data, [0.1], samples=2, params=["4", "nosuch"])

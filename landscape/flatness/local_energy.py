@@ -59,6 +59,7 @@ class LocalEnergyResult:
     values: dict
     perturbed: dict
     invariant_to_rescaling: bool
+    data_samples: dict = field(default_factory=dict)
     seed: int = 0
     wall_s: float = 0.0
     evaluations: int = 0
@@ -121,7 +122,7 @@ def local_energy(
     ``samples`` is M, the number of noise draws per sigma (shared across sigmas).
     ``params`` restricts the noise to some parameter tensors (default: all trainable
     ones); which were perturbed is recorded. ``progress(done, total)`` is called after
-    each draw.
+    each draw. Common random numbers: draw m uses the same z at every sigma.
     """
     start = time.perf_counter()
     if noise not in NOISES:
@@ -147,7 +148,7 @@ def local_energy(
     for draw in range(samples):
         z = net.draw(generator)
         for i, sigma in enumerate(sigma_values):
-            params_now = net.base if sigma == 0.0 else net.perturb(z, float(sigma), noise)
+            params_now = net.perturb(z, float(sigma), noise)  # sigma = 0 reproduces w exactly: w (1 + 0 z) = w
             for name, batches in splits.items():
                 loss, error = net.evaluate(params_now, batches)
                 values[name]["loss"][i, draw] = loss
@@ -165,11 +166,15 @@ def local_energy(
             spread = raw.std(axis=1, ddof=1) if samples > 1 else np.full(sigma_values.size, np.nan)
             std[name][metric] = spread
             stderr[name][metric] = spread / math.sqrt(samples)
+    if samples < 2:
+        warnings.append("With one noise draw per sigma there is no Monte-Carlo spread: std and stderr are NaN; "
+                        "use samples >= 2 for error bars.")
     if np.any(~np.isfinite(np.concatenate([values[s]["loss"].ravel() for s in splits]))):
         warnings.append("Some perturbed losses are not finite (sigma too large for this network); "
                         "their means are inf/NaN.")
     return LocalEnergyResult(
         sigmas=sigma_values, noise=noise, samples=samples, base=base, delta=delta, std=std, stderr=stderr,
-        values=values, perturbed=net.description(), invariant_to_rescaling=noise == "multiplicative", seed=int(seed),
+        values=values, perturbed=net.description(), invariant_to_rescaling=noise == "multiplicative",
+        data_samples={name: sum(int(x.shape[0]) for x, _ in batches) for name, batches in splits.items()}, seed=int(seed),
         wall_s=time.perf_counter() - start, evaluations=net.evaluations, warnings=warnings,
     )

@@ -15,8 +15,9 @@ Noise models (DESIGN.md sec. 4, Dinh et al. 2017):
   perturbation alike), so measures built on it cannot be gamed by reparametrisation.
 * ``additive``: w' = w + sigma z. Not invariant; kept because older papers use it.
 
-z is standard normal, drawn on the CPU from an explicit generator in the order of the
-parameter names, so the same seed gives the same z on every device.
+z is standard normal, drawn in float64 on the CPU from an explicit generator in the order
+of the parameter names, then cast, so the same seed gives the same z on every device and
+in every precision.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from landscape.curvature.operators import select_parameters
 from landscape.errors import LandscapeError
 from landscape.losses import cross_entropy
 
-__all__ = ["NOISES", "NetworkFunction", "as_batches", "as_splits"]
+__all__ = ["NOISES", "NetworkFunction", "as_batches", "as_splits", "check_parameter_names"]
 
 NOISES = ("multiplicative", "additive")
 Batch = tuple[Tensor, Tensor]
@@ -72,6 +73,16 @@ def as_splits(data, batch_size: int = 1024) -> dict[str, list[Batch]]:
     return {"train": as_batches(data, batch_size)}
 
 
+def check_parameter_names(model: nn.Module, params: Sequence[str] | None) -> None:
+    """Refuse a ``params`` entry that names no parameter tensor or module (a typo must not pass silently)."""
+    if not params:
+        return
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    for spec in params:
+        if not any(n == spec or n.startswith(spec + ".") for n in names):
+            raise LandscapeError(f"--param '{spec}' matches no parameter; the model's parameters are {', '.join(names)}.")
+
+
 class NetworkFunction:
     """Mean loss and error of a private, evaluation-mode copy of ``model`` at given parameters.
 
@@ -96,6 +107,7 @@ class NetworkFunction:
         self.loss_fn = loss_fn or cross_entropy
         self.module = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
         self.module.eval()
+        check_parameter_names(self.module, params)
         self.names = select_parameters(self.module, params)
         named = dict(self.module.named_parameters())
         self.base = {n: named[n].detach() for n in self.names}
@@ -147,7 +159,8 @@ class NetworkFunction:
     def draw(self, generator: torch.Generator) -> dict[str, Tensor]:
         """One standard-normal z per perturbed tensor (CPU generator, then moved to the device)."""
         return {
-            n: torch.randn(p.shape, generator=generator, dtype=self.dtype).to(self.device) for n, p in self.base.items()
+            n: torch.randn(p.shape, generator=generator, dtype=torch.float64).to(device=self.device, dtype=self.dtype)
+            for n, p in self.base.items()
         }
 
     def perturb(self, z: Mapping[str, Tensor], sigma: float, noise: str) -> dict[str, Tensor]:

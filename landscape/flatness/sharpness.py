@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch.func import grad, jvp
 
 from landscape.errors import LandscapeError
-from landscape.flatness.network import NOISES, NetworkFunction, as_batches
+from landscape.flatness.network import NOISES, NetworkFunction, as_batches, check_parameter_names
 
 __all__ = [
     "SharpnessResult",
@@ -112,6 +112,7 @@ def epsilon_sharpness(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     loss_fn: Callable | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> SharpnessResult:
     """max over the box of L(w + d) - L(w), by ``steps`` of projected sign-gradient ascent.
 
@@ -145,12 +146,17 @@ def epsilon_sharpness(
                 delta[n] = torch.clamp(delta[n] + step_fraction * radius[n] * torch.sign(g[n]), -radius[n], radius[n])
             value = float(_mean_loss(net, {n: net.base[n] + delta[n] for n in net.names}, batches))
         trace.append(value)
+        if not math.isfinite(value):
+            raise LandscapeError(f"The loss became {value} during the sharpness ascent (epsilon={epsilon:g} is too "
+                                 "large for this network); use a smaller --epsilon.")
         best = max(best, value)
+        if progress is not None:
+            progress(f"epsilon-sharpness ({box}): step {len(trace) - 1}/{steps}, loss {value:.6g}")
     sharp = best - base
     return SharpnessResult(
         measure=f"epsilon-sharpness-{box}", value=sharp, stderr=None, invariant_to_rescaling=box == "relative",
         settings={"epsilon": epsilon, "box": box, "steps": steps, "step_fraction": step_fraction,
-                  "samples": sum(x.shape[0] for x, _ in batches)},
+                  "data_samples": sum(x.shape[0] for x, _ in batches)},
         extra={"base_loss": base, "max_loss": best, "keskar_normalised": 100.0 * sharp / (1.0 + base),
                "ascent_trace": trace},
         perturbed=net.description(), wall_s=time.perf_counter() - start,
@@ -174,6 +180,7 @@ def pac_bayes_sigma(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     loss_fn: Callable | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> SharpnessResult:
     """The largest sigma with E_z[metric(w')] - metric(w) <= ``target`` (Jiang et al. 2019, Sec. 4).
 
@@ -183,7 +190,10 @@ def pac_bayes_sigma(
     sigma'; ``extra`` holds 1/sigma'^2 (the flatness measure Jiang et al. correlate with
     the generalisation gap) and the bisection history. ``stderr`` is the error of sigma'
     implied by the Monte-Carlo error of the deviation at sigma' (delta method, from the
-    local slope).
+    local slope; ``None`` when the draws cannot provide one). Jiang et al. perturb with
+    sigma |w_i| + eps'; the additive eps' is left out here because it breaks the rescaling
+    invariance. When the target is not crossed inside ``bounds``, ``extra["bracketed"]``
+    is False, ``value`` is the bound reached and a warning says so.
     """
     start = time.perf_counter()
     if noise not in NOISES:
@@ -204,48 +214,62 @@ def pac_bayes_sigma(
     generator = torch.Generator().manual_seed(int(seed))
     draws = [net.draw(generator) for _ in range(samples)]
     history: list[tuple[float, float, float]] = []
+    cache: dict[float, tuple[float, float]] = {}
+    # the metric is an average of per-sample values: allow for its last-bit rounding at the target
+    slack = 1e-12 * max(1.0, abs(target))
 
     def deviation(sigma: float) -> tuple[float, float]:
+        if sigma in cache:
+            return cache[sigma]
         vals = np.array([net.evaluate(net.perturb(z, sigma, noise), batches)[column] for z in draws])
         vals = np.where(np.isfinite(vals), vals, np.inf)
         mean = float(vals.mean()) - base
-        err = float(vals.std(ddof=1) / math.sqrt(samples)) if samples > 1 and np.all(np.isfinite(vals)) else 0.0
+        err = float(vals.std(ddof=1) / math.sqrt(samples)) if samples > 1 and np.all(np.isfinite(vals)) else math.nan
         history.append((sigma, mean, err))
+        cache[sigma] = (mean, err)
+        if progress is not None:
+            progress(f"pac-bayes ({noise}): sigma {sigma:.4g} -> deviation {mean:.4g} (target {target:g})")
         return mean, err
 
     warnings = []
+    bracketed = False
     dev_low, _ = deviation(low)
     dev_high, _ = deviation(high)
-    if dev_low > target:
-        warnings.append(f"The deviation already exceeds the target at sigma={low:g}; sigma' is below the search range.")
+    if dev_low > target + slack:
+        warnings.append(f"The deviation already exceeds the target at sigma={low:g}; sigma' is below the search "
+                        "range (value = the lower bound).")
         sigma_star = low
-    elif dev_high <= target:
-        warnings.append(f"The deviation stays below the target up to sigma={high:g}; sigma' is above the search range.")
+    elif dev_high <= target + slack:
+        warnings.append(f"The deviation stays below the target up to sigma={high:g}; sigma' is above the search "
+                        "range (value = the upper bound).")
         sigma_star = high
     else:
+        bracketed = True
         for _ in range(max_iters):
             mid = math.sqrt(low * high)
-            if deviation(mid)[0] <= target:
+            if deviation(mid)[0] <= target + slack:
                 low = mid
             else:
                 high = mid
             if high / low - 1.0 <= rtol:
                 break
         sigma_star = low
-    # delta-method error: d sigma = d dev / (d dev / d sigma), slope from the bracket
-    _, err_star = deviation(sigma_star)
+    # delta-method error: d sigma = d dev / (d dev / d sigma), the slope over the final bracket
     stderr = None
-    if 0 < sigma_star < float(bounds[1]) and not warnings:
-        dev_a, _ = deviation(sigma_star)
-        dev_b, _ = deviation(sigma_star * 1.05)
-        slope = (dev_b - dev_a) / (0.05 * sigma_star)
-        stderr = abs(err_star / slope) if slope > 0 else None
+    if bracketed:
+        dev_a, err_star = deviation(sigma_star)
+        dev_b, _ = deviation(high)
+        slope = (dev_b - dev_a) / (high - sigma_star)
+        if slope > 0 and math.isfinite(err_star) and err_star > 0:
+            stderr = err_star / slope
+    if samples < 2:
+        warnings.append("With one noise draw there is no Monte-Carlo error: use samples >= 2.")
     return SharpnessResult(
         measure=f"pac-bayes-sigma-{noise}", value=sigma_star, stderr=stderr,
         invariant_to_rescaling=noise == "multiplicative",
         settings={"target": target, "metric": metric, "noise": noise, "samples": samples, "seed": seed,
                   "bounds": list(bounds), "rtol": rtol, "data_samples": sum(x.shape[0] for x, _ in batches)},
-        extra={"flatness_inverse_sigma_squared": 1.0 / sigma_star**2, "base": base,
+        extra={"flatness_inverse_sigma_squared": 1.0 / sigma_star**2, "base": base, "bracketed": bracketed,
                "history": [{"sigma": s, "deviation": d, "stderr": e} for s, d, e in history]},
         perturbed=net.description(), wall_s=time.perf_counter() - start, warnings=warnings,
     )
@@ -313,33 +337,51 @@ def hessian_sharpness(
     batch_size: int = 1024,
     dtype: torch.dtype | None = torch.float64,
     device: torch.device | str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[SharpnessResult]:
-    """Hessian lambda_max (Lanczos) and trace (Hutch++ / Hutchinson) of the mean loss; NOT invariant.
+    """Hessian lambda_max (Lanczos) and trace (Hutchinson, stopping at ``trace_rel``) of the mean loss; NOT invariant.
 
     Both come from the curvature engine (:mod:`landscape.spectra`) on the same samples.
+    lambda_max has no standard error (it is deterministic): ``extra["residual_bound"]`` is
+    its Ritz residual, which bounds |lambda_max - theta|. Warnings say when Lanczos did not
+    converge or the trace missed its target error within ``max_probes``.
     """
     from landscape.curvature.operators import HessianOperator
     from landscape.spectra.lanczos import lanczos
     from landscape.spectra.trace import hutchinson_trace
 
     start = time.perf_counter()
+    check_parameter_names(model, params)
     op = HessianOperator(model, None, as_batches(data, batch_size), dtype=dtype, device=device, params=params)
+    if progress is not None:
+        progress(f"Hessian lambda_max by Lanczos ({op.shape[0]} parameters, {op.num_samples} samples)")
     top = lanczos(op, k=1, which="LA", tol=tol, seed=seed)
     lanczos_products = op.count
     lanczos_s = time.perf_counter() - start
+    if progress is not None:
+        progress(f"lambda_max {float(top.ritz_values.max()):.6g} after {lanczos_products} products, {lanczos_s:.0f} s; "
+                 f"Hessian trace by Hutchinson (up to {max_probes} probes)")
     trace = hutchinson_trace(op, max_samples=max_probes, target_rel=trace_rel, seed=seed)
+    top_warnings, trace_warnings = [], []
+    if not top.all_converged:
+        top_warnings.append(f"Lanczos did not reach tol={tol:g}: lambda_max is known to its residual bound only.")
+    if trace.estimate != 0 and trace.stderr > trace_rel * abs(trace.estimate):
+        trace_warnings.append(f"The trace's relative error {trace.stderr / abs(trace.estimate):.1%} misses the "
+                              f"{trace_rel:.1%} target after {trace.samples} probes; raise max_probes.")
     perturbed = {"perturbed": list(op.names), "num_perturbed": int(op.shape[0]), "mode": "eval",
-                 "dtype": str(op.dtype).replace("torch.", "")}
+                 "dtype": str(op.dtype).replace("torch.", ""), "fixed_buffers": list(dict(op.module.named_buffers()))}
     settings = {"data_samples": op.num_samples, "seed": seed}
     return [
         SharpnessResult(measure="hessian-lambda-max", value=float(top.ritz_values.max()),
-                        stderr=float(top.residuals.max()), invariant_to_rescaling=False,
+                        stderr=None, invariant_to_rescaling=False,
                         settings={**settings, "tol": tol},
-                        extra={"converged": bool(top.all_converged), "products": lanczos_products},
-                        perturbed=perturbed, wall_s=lanczos_s),
+                        extra={"residual_bound": float(top.residuals.max()), "converged": bool(top.all_converged),
+                               "products": lanczos_products},
+                        perturbed=perturbed, wall_s=lanczos_s, warnings=top_warnings),
         SharpnessResult(measure="hessian-trace", value=float(trace.estimate), stderr=float(trace.stderr),
-                        invariant_to_rescaling=False, settings={**settings, "target_rel": trace_rel},
-                        extra={"probes": trace.samples, "products": op.count - lanczos_products},
-                        perturbed=perturbed, wall_s=time.perf_counter() - start - lanczos_s),
+                        invariant_to_rescaling=False, settings={**settings, "target_rel": trace_rel,
+                                                                "max_probes": max_probes},
+                        extra={"probes": trace.samples, "products": op.count - lanczos_products, "method": "hutchinson"},
+                        perturbed=perturbed, wall_s=time.perf_counter() - start - lanczos_s, warnings=trace_warnings),
     ]
 

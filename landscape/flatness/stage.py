@@ -44,12 +44,25 @@ from landscape.curvature.base import ScaledOperator
 from landscape.curvature.operators import HessianOperator, make_batches
 from landscape.device import resolve_device
 from landscape.errors import LandscapeError
+from landscape.flatness.network import check_parameter_names
 from landscape.io import write_json
 from landscape.losses import cross_entropy
 
 MEASURES = ("local-entropy", "local-energy", "sharpness", "pac-bayes", "fisher-rao")
 DEFAULT_SIGMAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 DEFAULT_GAMMAS = (1.0, 10.0, 100.0)
+
+# settings every measure uses, and those specific to each (the rest are refused by the CLI
+# when given, and left out of the saved config)
+COMMON_SETTINGS = ("checkpoint", "measure", "data_samples", "batch_size", "seed", "subset_seed", "dtype", "device",
+                   "out", "data_dir", "params")
+MEASURE_SETTINGS = {
+    "local-entropy": ("split", "samples", "gammas", "method", "beta", "spectrum", "num_steps", "burn_in"),
+    "local-energy": ("eval_splits", "samples", "sigmas", "noise"),
+    "sharpness": ("split", "epsilon", "steps", "hessian"),
+    "pac-bayes": ("split", "samples", "target", "metric"),
+    "fisher-rao": ("split",),
+}
 
 
 @dataclass(frozen=True)
@@ -121,9 +134,12 @@ def _load_split(meta: dict, config: FlatnessConfig, split: str):
     return load_dataset(record["name"], split, data_dir, **kwargs)
 
 
-def _samples(meta: dict, config: FlatnessConfig, split: str) -> tuple[torch.Tensor, torch.Tensor, str]:
+def _samples(meta: dict, config: FlatnessConfig, split: str, log=None) -> tuple[torch.Tensor, torch.Tensor, str]:
     dataset = _load_split(meta, config, split)
     n = min(config.data_samples, len(dataset))
+    if n < config.data_samples and log is not None:
+        log(f"note: the '{split}' split has {len(dataset)} samples; using all of them (--data-samples "
+            f"{config.data_samples}).")
     if config.subset_seed is None:
         index = torch.arange(n)
         rule = f"first {n} of the '{split}' split in dataset order"
@@ -148,10 +164,12 @@ def compute_flatness(config: FlatnessConfig, *, progress=None, log=None) -> tupl
         "checkpoint": str(meta.get("path", config.checkpoint)),
         "model": meta["model"],
         "dataset": (meta.get("dataset") or {}).get("name"),
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()
+                   if k in COMMON_SETTINGS or k in MEASURE_SETTINGS[config.measure]},
         "versions": package_versions(),
         "device": str(device),
     }
+    check_parameter_names(model, params)
     common = dict(params=params, batch_size=config.batch_size, dtype=dtype, device=device)
 
     if config.measure == "local-energy":
@@ -159,33 +177,43 @@ def compute_flatness(config: FlatnessConfig, *, progress=None, log=None) -> tupl
 
         data, rules = {}, {}
         for split in config.eval_splits:
-            x, y, rules[split] = _samples(meta, config, split)
+            x, y, rules[split] = _samples(meta, config, split, log)
             data[split] = (x, y)
+        started = time.perf_counter()
+
+        def draw_done(done: int, total: int) -> None:
+            if progress is not None:
+                progress(done, total)
+            elapsed = time.perf_counter() - started
+            log(f"  noise draw {done}/{total} ({len(config.sigmas)} sigmas x {len(data)} splits), {elapsed:.0f} s "
+                f"elapsed, about {elapsed / done * (total - done):.0f} s to go")
+
         energy = local_energy(model, data, config.sigmas, noise=config.noise, samples=config.samples,
-                              seed=config.seed, progress=progress, **common)
+                              seed=config.seed, progress=draw_done, **common)
         payload = energy.to_dict()
         payload.pop("values")  # per-draw raw values stay out of the JSON summary
         result.update(payload)
         result["sample_rules"] = rules
     else:
-        x, y, rule = _samples(meta, config, config.split)
+        x, y, rule = _samples(meta, config, config.split, log)
         result.update({"split": config.split, "data_samples": int(x.shape[0]), "sample_rule": rule})
         if config.measure == "local-entropy":
             result.update(_local_entropy(model, x, y, config, dtype, device, params, log))
         elif config.measure == "sharpness":
             from landscape.flatness.sharpness import epsilon_sharpness, hessian_sharpness
 
-            entries = [epsilon_sharpness(model, (x, y), config.epsilon, box=box, steps=config.steps, **common)
+            entries = [epsilon_sharpness(model, (x, y), config.epsilon, box=box, steps=config.steps, progress=log,
+                                         **common)
                        for box in ("relative", "keskar")]
             if config.hessian:
-                entries += hessian_sharpness(model, (x, y), seed=config.seed, **common)
+                entries += hessian_sharpness(model, (x, y), seed=config.seed, progress=log, **common)
             result["entries"] = [e.to_dict() for e in entries]
         elif config.measure == "pac-bayes":
             from landscape.flatness.sharpness import pac_bayes_sigma
 
             result["entries"] = [
                 pac_bayes_sigma(model, (x, y), target=config.target, metric=config.metric, noise=noise,
-                                samples=config.samples, seed=config.seed, **common).to_dict()
+                                samples=config.samples, seed=config.seed, progress=log, **common).to_dict()
                 for noise in ("multiplicative", "additive")
             ]
         elif config.measure == "fisher-rao":
