@@ -28,6 +28,7 @@ CASES = {
     "topk": "benchmarks.topk",
     "trace_density": "benchmarks.trace_density",
     "dense": "benchmarks.dense",
+    "diag_fisher": "benchmarks.diag_fisher",
 }
 
 

@@ -49,7 +49,7 @@ def reference(run_dir):
 
 
 def _flatness(run_dir, *args, out=None):
-    argv = ["flatness", str(run_dir / "checkpoint.pt"), "--data-samples", str(N), "--batch-size", "30",
+    argv = ["flatness", str(run_dir / "checkpoint.pt"), "--data-samples", str(N), "--batch-size", "100",
             "--device", "cpu", "--quiet", *args]
     if out is not None:
         argv += ["--out", str(out)]
@@ -92,7 +92,7 @@ def test_local_entropy_sgld_of_the_output_bias_agrees_with_laplace_at_a_large_sc
     """The loss is smooth and convex in the output bias (softmax cross-entropy), so at a large scope
     the Laplace value is accurate to O(1/gamma^2) and SGLD must reproduce it within its error."""
     _flatness(run_dir, "--measure", "local-entropy", "--method", "sgld", "--gamma", "300", "--param", "fc2.bias",
-              "--samples", "8", "--sgld-steps", "150", "--burn-in", "60", "--batch-size", "100", out=tmp_path / "sgld")
+              "--samples", "8", "--sgld-steps", "150", "--burn-in", "60", out=tmp_path / "sgld")
     result = json.loads((tmp_path / "sgld" / "flatness-local-entropy.json").read_text())
     assert result["n_params"] == 10
     block = slice(reference["H"].shape[0] - 10, None)
@@ -103,7 +103,8 @@ def test_local_entropy_sgld_of_the_output_bias_agrees_with_laplace_at_a_large_sc
 
 
 def test_local_energy_file_records_curves_errors_and_settings(run_dir, tmp_path):
-    _flatness(run_dir, "--measure", "local-energy", "--sigmas", "0,0.05,0.2", "--samples", "4", out=tmp_path)
+    _flatness(run_dir, "--measure", "local-energy", "--sigmas", "0,0.05,0.2", "--samples", "4", "--batch-size", "30",
+              out=tmp_path)  # unequal batches (30, 30, 30, 10)
     result = json.loads((tmp_path / "flatness-local-energy.json").read_text())
     model, _ = load_checkpoint(run_dir / "checkpoint.pt")
     for split in ("train", "test"):
