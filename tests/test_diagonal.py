@@ -38,3 +38,54 @@ def test_exact_fisher_diagonal_refuses_sequence_outputs():
     op = FisherOperator(Seq(), None, [(tokens, tokens)], dtype=torch.float64)
     with pytest.raises(LandscapeError, match="sequence"):
         diagonal_fisher(op, exact_expectation=True)
+
+
+def _per_sample_reference(op):
+    total = torch.zeros(op.shape[0], dtype=op.dtype)
+    for index, ((x, y), w) in enumerate(zip(op.batches, op.weights)):
+        labels = [y] if op.fisher_kind == "empirical" else list(op._sampled_labels()[index])
+        for lab in labels:
+            G = op.per_sample_gradients(x, lab)
+            total += w * (G * G).mean(0) / len(labels)
+    return total
+
+
+@pytest.mark.parametrize("kind", ["empirical", "mc"])
+def test_layerwise_diagonal_equals_squared_per_sample_gradients(kind):
+    """The one-backward layer-wise path (Linear, Conv2d with stride/padding, BatchNorm in eval mode)."""
+    from landscape.curvature.diagonal import _layerwise_diagonal
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(3 * 2 * 2, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 4))
+    for module in model.modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.normal_()
+    model.eval()
+    x, y = torch.randn(9, 2, 8, 8), torch.randint(0, 4, (9,))
+    op = FisherOperator(model, None, [(x[:6], y[:6]), (x[6:], y[6:])], kind=kind, mc_samples=2,
+                        dtype=torch.float64)
+    fast = _layerwise_diagonal(op)
+    assert fast is not None
+    np.testing.assert_allclose(fast.numpy(), _per_sample_reference(op).numpy(), rtol=1e-10, atol=1e-16)
+    assert torch.equal(diagonal_fisher(op), fast)
+
+
+def test_layerwise_diagonal_falls_back_for_shared_layers():
+    from landscape.curvature.diagonal import _layerwise_diagonal
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.layer(torch.relu(self.layer(x)))  # one layer called twice: per-call hooks would double count
+
+    model = Twice()
+    x, y = torch.randn(5, 4), torch.randint(0, 4, (5,))
+    op = FisherOperator(model, None, [(x, y)], dtype=torch.float64)
+    assert _layerwise_diagonal(op) is None
+    np.testing.assert_allclose(diagonal_fisher(op).numpy(), _per_sample_reference(op).numpy(), rtol=1e-10)

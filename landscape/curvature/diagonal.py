@@ -19,6 +19,8 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from landscape.curvature.operators import FisherOperator
 from landscape.errors import LandscapeError
@@ -33,6 +35,9 @@ def diagonal_fisher(op: FisherOperator, *, exact_expectation: bool = False) -> t
     """
     if exact_expectation:
         return exact_fisher_diagonal(op)
+    fast = _layerwise_diagonal(op)
+    if fast is not None:
+        return fast
     total = torch.zeros(op.shape[0], dtype=op.dtype, device=op.device)
     for index, ((x, y), w) in enumerate(zip(op.batches, op.weights)):
         if op.fisher_kind == "empirical":
@@ -46,6 +51,112 @@ def diagonal_fisher(op: FisherOperator, *, exact_expectation: bool = False) -> t
                 acc += (G * G).mean(dim=0)
             total += w * acc / op.mc_samples
     return total
+
+
+_FAST_LAYERS = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def _layer_of(op: FisherOperator) -> dict[str, tuple[str, nn.Module]] | None:
+    """parameter name -> (module name, module) when every selected parameter sits in a supported layer."""
+    modules = dict(op.module.named_modules())
+    owner = {}
+    for name in op.names:
+        module_name, _, leaf = name.rpartition(".")
+        module = modules.get(module_name)
+        if not isinstance(module, _FAST_LAYERS) or leaf not in ("weight", "bias"):
+            return None
+        if isinstance(module, nn.Conv2d) and (module.groups != 1 or module.padding_mode != "zeros"
+                                              or isinstance(module.padding, str)):
+            return None
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and (module.training or not module.track_running_stats):
+            return None
+        owner[name] = (module_name, module)
+    return owner
+
+
+def _layerwise_diagonal(op: FisherOperator) -> torch.Tensor | None:
+    """sum_i g_i^2 layer by layer from one backward pass per batch (no per-sample gradient matrix).
+
+    For a layer y = W a + b the per-sample gradient is g_i a_i^T (Linear) or sum_p g_ip
+    u_ip^T over the unfolded patches u (Conv2d), so its square needs only the layer's
+    input and the per-sample output gradient, which one backward pass of the SUMMED loss
+    gives (in eval mode no sample influences another's output). BatchNorm in eval mode is
+    an affine map per channel: weight gradient sum_p g_ip xhat_ip, bias sum_p g_ip.
+    Returns None (the caller falls back to vmapped per-sample gradients) for other
+    layers, train mode, sequence inputs or a layer called more than once per forward.
+    """
+    if op.mode != "eval":
+        return None
+    owner = _layer_of(op)
+    if owner is None:
+        return None
+    layers = {module_name: module for module_name, module in owner.values()}
+    total = {name: torch.zeros_like(op.params[name]) for name in op.names}
+
+    def accumulate(x: torch.Tensor, y: torch.Tensor, weight: float) -> bool:
+        inputs: dict[str, torch.Tensor] = {}
+        grads: dict[str, torch.Tensor] = {}
+        calls = {name: 0 for name in layers}
+
+        def forward_hook(module_name):
+            def hook(module, args, output):
+                calls[module_name] += 1
+                inputs[module_name] = args[0].detach()
+                output.register_hook(lambda g: grads.__setitem__(module_name, g.detach()))
+            return hook
+
+        handles = [module.register_forward_hook(forward_hook(name)) for name, module in layers.items()]
+        try:
+            with torch.enable_grad():
+                params = {n: p.detach().requires_grad_(True) for n, p in op.params.items()}
+                logits = op.logits(params, x)
+                if logits.dim() != 2:
+                    return False
+                loss = op.loss_fn(logits, y) * x.shape[0]  # the SUM of per-sample losses
+                torch.autograd.grad(loss, list(params.values()))
+        finally:
+            for handle in handles:
+                handle.remove()
+        if any(count != 1 for count in calls.values()) or set(grads) != set(layers):
+            return False
+        scale = weight / x.shape[0]
+        for name in op.names:
+            module_name, module = owner[name]
+            a, g = inputs[module_name], grads[module_name]
+            leaf = name.rpartition(".")[2]
+            if isinstance(module, nn.Linear):
+                if a.dim() != 2:
+                    return False
+                piece = (g * g).T @ (a * a) if leaf == "weight" else (g * g).sum(0)
+            elif isinstance(module, nn.Conv2d):
+                if leaf == "weight":
+                    patches = F.unfold(a, module.kernel_size, dilation=module.dilation, padding=module.padding,
+                                       stride=module.stride)  # (B, C_in k k, P)
+                    per_sample = torch.bmm(g.flatten(2), patches.transpose(1, 2))  # (B, C_out, C_in k k)
+                    piece = (per_sample * per_sample).sum(0).view_as(module.weight)
+                else:
+                    piece = g.flatten(2).sum(2).square().sum(0)
+            else:  # BatchNorm in eval mode
+                shape = (1, -1) + (1,) * (a.dim() - 2)
+                xhat = (a - module.running_mean.view(shape)) / torch.sqrt(module.running_var.view(shape) + module.eps)
+                reduce_dims = tuple(range(2, a.dim()))
+                per_sample = (g * xhat) if leaf == "weight" else g
+                if reduce_dims:
+                    per_sample = per_sample.sum(reduce_dims)
+                piece = per_sample.square().sum(0)
+            total[name] += scale * piece
+        return True
+
+    for index, ((x, y), w) in enumerate(zip(op.batches, op.weights)):
+        if op.fisher_kind == "empirical":
+            if not accumulate(x, y, w):
+                return None
+        else:
+            labels = op._sampled_labels()[index]
+            for m in range(op.mc_samples):
+                if not accumulate(x, labels[m], w / op.mc_samples):
+                    return None
+    return torch.cat([total[name].reshape(-1) for name in op.names])
 
 
 def exact_fisher_diagonal(op: FisherOperator) -> torch.Tensor:
