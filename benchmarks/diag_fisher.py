@@ -45,6 +45,14 @@ CONTENDERS = {
 
 
 def _rss_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: a spawned child inherits its parent's
+    ru_maxrss through fork + exec, so it would start at the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

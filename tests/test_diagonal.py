@@ -89,3 +89,22 @@ def test_layerwise_diagonal_falls_back_for_shared_layers():
     op = FisherOperator(model, None, [(x, y)], dtype=torch.float64)
     assert _layerwise_diagonal(op) is None
     np.testing.assert_allclose(diagonal_fisher(op).numpy(), _per_sample_reference(op).numpy(), rtol=1e-10)
+    # the vmapped fallback of the exact (GGN) diagonal
+    ggn = GGNOperator(model, None, [(x, y)], dtype=torch.float64)
+    dense = ggn @ torch.eye(ggn.shape[0], dtype=torch.float64)
+    np.testing.assert_allclose(diagonal_fisher(op, exact_expectation=True).numpy(), torch.diagonal(dense).numpy(),
+                               rtol=1e-10, atol=1e-15)
+
+
+def test_layerwise_exact_expectation_is_the_ggn_diagonal():
+    from landscape.curvature.diagonal import _layerwise_diagonal
+
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    x, y = torch.randn(7, 1, 6, 6), torch.randint(0, 3, (7,))
+    batches = [(x[:4], y[:4]), (x[4:], y[4:])]
+    ggn = GGNOperator(model, None, batches, dtype=torch.float64)
+    dense = ggn @ torch.eye(ggn.shape[0], dtype=torch.float64)
+    fast = _layerwise_diagonal(FisherOperator(model, None, batches, dtype=torch.float64), exact_expectation=True)
+    assert fast is not None
+    np.testing.assert_allclose(fast.numpy(), torch.diagonal(dense).numpy(), rtol=1e-10, atol=1e-15)

@@ -74,7 +74,7 @@ def _layer_of(op: FisherOperator) -> dict[str, tuple[str, nn.Module]] | None:
     return owner
 
 
-def _layerwise_diagonal(op: FisherOperator) -> torch.Tensor | None:
+def _layerwise_diagonal(op: FisherOperator, *, exact_expectation: bool = False) -> torch.Tensor | None:
     """sum_i g_i^2 layer by layer from one backward pass per batch (no per-sample gradient matrix).
 
     For a layer y = W a + b the per-sample gradient is g_i a_i^T (Linear) or sum_p g_ip
@@ -84,6 +84,8 @@ def _layerwise_diagonal(op: FisherOperator) -> torch.Tensor | None:
     an affine map per channel: weight gradient sum_p g_ip xhat_ip, bias sum_p g_ip.
     Returns None (the caller falls back to vmapped per-sample gradients) for other
     layers, train mode, sequence inputs or a layer called more than once per forward.
+    ``exact_expectation``: sum over every label c with per-sample weights p_c(x_i) (the
+    GGN diagonal; one backward pass per class).
     """
     if op.mode != "eval":
         return None
@@ -93,7 +95,7 @@ def _layerwise_diagonal(op: FisherOperator) -> torch.Tensor | None:
     layers = {module_name: module for module_name, module in owner.values()}
     total = {name: torch.zeros_like(op.params[name]) for name in op.names}
 
-    def accumulate(x: torch.Tensor, y: torch.Tensor, weight: float) -> bool:
+    def accumulate(x: torch.Tensor, y: torch.Tensor, weight: float, sample_weights: torch.Tensor | None = None) -> bool:
         inputs: dict[str, torch.Tensor] = {}
         grads: dict[str, torch.Tensor] = {}
         calls = {name: 0 for name in layers}
@@ -120,6 +122,9 @@ def _layerwise_diagonal(op: FisherOperator) -> torch.Tensor | None:
         if any(count != 1 for count in calls.values()) or set(grads) != set(layers):
             return False
         scale = weight / x.shape[0]
+        if sample_weights is not None:  # weight sample i's squared gradient by sample_weights[i]
+            root = sample_weights.sqrt()
+            grads.update({k: v * root.view(-1, *([1] * (v.dim() - 1))) for k, v in grads.items()})
         for name in op.names:
             module_name, module = owner[name]
             a, g = inputs[module_name], grads[module_name]
@@ -148,7 +153,15 @@ def _layerwise_diagonal(op: FisherOperator) -> torch.Tensor | None:
         return True
 
     for index, ((x, y), w) in enumerate(zip(op.batches, op.weights)):
-        if op.fisher_kind == "empirical":
+        if exact_expectation:
+            with torch.no_grad():
+                probs = torch.softmax(op.logits(op.params, x), dim=-1)
+            if probs.dim() != 2:
+                return None
+            for c in range(probs.shape[1]):
+                if not accumulate(x, torch.full_like(y, c), w, probs[:, c]):
+                    return None
+        elif op.fisher_kind == "empirical":
             if not accumulate(x, y, w):
                 return None
         else:
@@ -162,9 +175,13 @@ def _layerwise_diagonal(op: FisherOperator) -> torch.Tensor | None:
 def exact_fisher_diagonal(op: FisherOperator) -> torch.Tensor:
     """(1/N) sum_i sum_c p_c(x_i) g_ic^2: the true Fisher's (= the GGN's) diagonal, exactly.
 
-    One vmapped per-sample gradient pass per class c, at label c for every sample,
-    weighted by the (detached) predicted probability p_c(x_i).
+    One backward pass per class c (layer-wise, see :func:`_layerwise_diagonal`) or one
+    vmapped per-sample gradient pass per class, at label c for every sample, weighted by
+    the (detached) predicted probability p_c(x_i).
     """
+    fast = _layerwise_diagonal(op, exact_expectation=True)
+    if fast is not None:
+        return fast
     total = torch.zeros(op.shape[0], dtype=op.dtype, device=op.device)
     for (x, y), w in zip(op.batches, op.weights):
         with torch.no_grad():
