@@ -5,7 +5,8 @@ split in batches of 256 (the last batch is short: 232), so a library that averag
 means without weighting them by |b|/N computes a different matrix. Contenders, all on
 the same weights, samples, vector and precision (float32 and float64):
 
-* landscape: ``HessianOperator @ v`` (forward-over-reverse, ``torch.func``);
+* landscape: ``HessianOperator @ v`` (reverse-over-forward or double backward, whichever a
+  one-off timing at construction finds faster; see ``landscape.curvature.operators``);
 * curvlinops: ``HessianLinearOperator @ v``;
 * PyHessian: ``hessian(..., dataloader=batches).dataloader_hv_product`` (recomputes
   every batch per product), and its single-batch mode ``hessian(..., data=(X, y))``
