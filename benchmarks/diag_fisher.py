@@ -12,7 +12,9 @@ Two quantities of the MEAN loss over N samples (batches of B, weighted |b|/N):
 Every contender runs in its own fresh process (spawned), so its peak resident memory is
 its own: reported as the peak RSS of the process and as the increment over the RSS just
 before the computation (model, data and imports already loaded). Throughput is samples
-per second (median over repeats; contenders alternate repeat by repeat). Models: an MLP
+per second (median over repeats; contenders alternate repeat by repeat; each process
+first runs the same computation on 4 samples so imports and first-call set-up are not
+timed). Models: an MLP
 and a conv net on the first N Fashion-MNIST training images (synthetic images of the
 same shape when the files are absent), and All-CNN-BN (BatchNorm, eval mode) on
 CIFAR-shaped inputs (synthetic: no CIFAR-10 on this machine; the cost does not depend
@@ -24,6 +26,7 @@ as not compared.
 
 from __future__ import annotations
 
+import copy
 import multiprocessing as mp
 import resource
 import tempfile
@@ -156,10 +159,12 @@ def _worker(model_name: str, quantity: str, contender: str, problem: str, out_fi
     batch, chunk = MODELS[model_name][4:6]
     model, x, y, source = _problem(model_name, problem)
     n = x.shape[0]
-    before = _rss_mb()
-    start = time.perf_counter()
     run = _run_landscape if contender == "landscape" else _run_backpack
     try:
+        # warm-up on a few samples: imports and first-call set-up stay out of the timing
+        run(copy.deepcopy(model), x[:4], y[:4], quantity, batch, chunk)
+        before = _rss_mb()
+        start = time.perf_counter()
         diag = run(model, x, y, quantity, batch, chunk)
     except NotImplementedError as err:
         queue.put({"error": f"NotImplementedError: {str(err).splitlines()[0][:200]}"})
