@@ -185,3 +185,18 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     model.to(device).eval()
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return model, meta
+
+
+def checkpoint_dataset(meta: dict, split: str, data_dir: str | None = None):
+    """One split of the dataset a checkpoint was trained on, with the same preprocessing.
+
+    ``meta`` is the second value of :func:`load_checkpoint`; ``data_dir`` overrides the
+    folder recorded at training time (the files may have moved).
+    """
+    from landscape.data import load_dataset
+
+    record = meta.get("dataset") or {}
+    if "name" not in record:
+        raise LandscapeError("The checkpoint does not say which dataset it was trained on; it cannot pick samples.")
+    kwargs = {k: record[k] for k in ("normalize", "preprocess", "val_fraction", "seq_len") if record.get(k) is not None}
+    return load_dataset(record["name"], split, data_dir or (meta.get("config") or {}).get("data_dir"), **kwargs)

@@ -61,6 +61,19 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def to_plain(value: Any) -> Any:
+    """Nested dicts/lists of numpy arrays, tensors and numpy scalars -> plain Python values (for ``to_dict``)."""
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, (np.ndarray, np.floating, np.integer)):
+        return value.tolist()
+    if hasattr(value, "detach") and hasattr(value, "tolist"):  # torch tensors
+        return value.detach().cpu().tolist()
+    return value
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.integer,)):
         return int(obj)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from landscape.checkpoint import load_checkpoint, package_versions
+from landscape.checkpoint import checkpoint_dataset, load_checkpoint, package_versions
 from landscape.curvature.dense import MATRIX_FILE, STATE_FILE, dense_hessian
 from landscape.curvature.diagonal import adam_fisher_diagonal, diagonal_fisher
 from landscape.curvature.operators import FisherOperator, GGNOperator, HessianOperator, make_batches
@@ -127,17 +127,6 @@ def select_samples(dataset, n: int, seed: int | None) -> tuple[torch.Tensor, tor
     return dataset.inputs[index], dataset.targets[index], {"rule": rule, "indices_head": index[:10].tolist()}
 
 
-def _load_data(meta: dict, config: SpectrumConfig):
-    from landscape.data import load_dataset
-
-    record = meta.get("dataset") or {}
-    if "name" not in record:
-        raise LandscapeError("The checkpoint does not say which dataset it was trained on; it cannot pick samples.")
-    kwargs = {k: record[k] for k in ("normalize", "preprocess", "val_fraction", "seq_len") if record.get(k) is not None}
-    data_dir = config.data_dir or (meta.get("config") or {}).get("data_dir")
-    return load_dataset(record["name"], config.split, data_dir, **kwargs)
-
-
 def build_operator(model, batches, config: SpectrumConfig, device, dtype):
     common = dict(mode=config.mode, dtype=dtype, device=device, params=list(config.params) if config.params else None)
     if config.operator == "hessian":
@@ -181,7 +170,7 @@ def compute_spectrum(config: SpectrumConfig, *, progress: bool = True) -> tuple[
         summary.update({"fisher": "adam", "samples": None, "n_params": int(diagonal.numel()), "hvp_count": 0,
                         "sample_rule": "moments accumulated by Adam during training"})
     else:
-        dataset = _load_data(meta, config)
+        dataset = checkpoint_dataset(meta, config.split, config.data_dir)
         inputs, targets, sample_info = select_samples(dataset, config.samples, config.seed)
         batches = make_batches(inputs, targets, config.batch_size)
         summary.update({"samples": config.samples, "sample_rule": sample_info["rule"], "batch_size": config.batch_size,

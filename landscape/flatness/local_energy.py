@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from landscape.errors import LandscapeError
+from landscape.io import to_plain
 from landscape.flatness.network import NOISES, NetworkFunction, as_splits
 
 __all__ = ["LocalEnergyResult", "local_energy"]
@@ -75,19 +76,7 @@ class LocalEnergyResult:
         return sum(mine[s] < theirs[s] for s in shared) / len(shared)
 
     def to_dict(self) -> dict:
-        return _plain(asdict(self))
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return value
+        return to_plain(asdict(self))
 
 
 def _check_sigmas(sigmas) -> np.ndarray:

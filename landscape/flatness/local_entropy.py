@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from landscape.errors import LandscapeError
+from landscape.io import to_plain
 from landscape.flatness.energy import Energy, check_point
 from landscape.flatness.laplace import laplace_model
 from landscape.flatness.quadrature import quadrature_local_entropy, quadrature_mean
@@ -93,7 +94,7 @@ class LocalEntropyResult:
         return self.estimate + flat_reference(self.n, self.gamma)
 
     def to_dict(self) -> dict:
-        return _jsonable(asdict(self))
+        return to_plain(asdict(self))
 
 
 @dataclass
@@ -115,7 +116,7 @@ class ScopeCurve:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return _jsonable(asdict(self))
+        return to_plain(asdict(self))
 
 
 @dataclass
@@ -130,20 +131,6 @@ class LocalEntropyGradient:
     diagnostics: dict = field(default_factory=dict)
     wall_s: float = 0.0
     seed: int = 0
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Tensor):
-        return value.detach().cpu().tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return value
 
 
 def _split_options(method: str, options: dict) -> dict:

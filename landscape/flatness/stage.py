@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from landscape.checkpoint import load_checkpoint, package_versions
+from landscape.checkpoint import checkpoint_dataset, load_checkpoint, package_versions
 from landscape.curvature.base import ScaledOperator
 from landscape.curvature.operators import HessianOperator, make_batches
 from landscape.device import resolve_device
@@ -47,6 +47,7 @@ from landscape.errors import LandscapeError
 from landscape.flatness.network import check_parameter_names
 from landscape.io import write_json
 from landscape.losses import cross_entropy
+from landscape.spectrum import select_samples
 
 MEASURES = ("local-entropy", "local-energy", "sharpness", "pac-bayes", "fisher-rao")
 DEFAULT_SIGMAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -123,30 +124,15 @@ class FlatnessConfig:
         return run_dir / f"flatness-{self.measure}.json"
 
 
-def _load_split(meta: dict, config: FlatnessConfig, split: str):
-    from landscape.data import load_dataset
-
-    record = meta.get("dataset") or {}
-    if "name" not in record:
-        raise LandscapeError("The checkpoint does not say which dataset it was trained on; it cannot pick samples.")
-    kwargs = {k: record[k] for k in ("normalize", "preprocess", "val_fraction", "seq_len") if record.get(k) is not None}
-    data_dir = config.data_dir or (meta.get("config") or {}).get("data_dir")
-    return load_dataset(record["name"], split, data_dir, **kwargs)
-
-
 def _samples(meta: dict, config: FlatnessConfig, split: str, log=None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    dataset = _load_split(meta, config, split)
+    """The first N samples of ``split`` (or a seeded subset), N capped at the split's size."""
+    dataset = checkpoint_dataset(meta, split, config.data_dir)
     n = min(config.data_samples, len(dataset))
     if n < config.data_samples and log is not None:
         log(f"note: the '{split}' split has {len(dataset)} samples; using all of them (--data-samples "
             f"{config.data_samples}).")
-    if config.subset_seed is None:
-        index = torch.arange(n)
-        rule = f"first {n} of the '{split}' split in dataset order"
-    else:
-        index = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(config.subset_seed))[:n].sort().values
-        rule = f"{n} of the '{split}' split drawn with seed {config.subset_seed}"
-    return dataset.inputs[index], dataset.targets[index], rule
+    inputs, targets, info = select_samples(dataset, n, config.subset_seed)
+    return inputs, targets, info["rule"]
 
 
 def compute_flatness(config: FlatnessConfig, *, progress=None, log=None) -> tuple[Path, dict]:
@@ -198,7 +184,7 @@ def compute_flatness(config: FlatnessConfig, *, progress=None, log=None) -> tupl
         x, y, rule = _samples(meta, config, config.split, log)
         result.update({"split": config.split, "data_samples": int(x.shape[0]), "sample_rule": rule})
         if config.measure == "local-entropy":
-            result.update(_local_entropy(model, x, y, config, dtype, device, params, log))
+            result.update(_local_entropy(model, x, y, rule, config, dtype, device, params, log))
         elif config.measure == "sharpness":
             from landscape.flatness.sharpness import epsilon_sharpness, hessian_sharpness
 
@@ -249,7 +235,7 @@ def _read_exact_spectrum(path: str, n: int, samples: int, split: str, rule: str)
     return eigenvalues
 
 
-def _local_entropy(model, x, y, config: FlatnessConfig, dtype, device, params, log) -> dict:
+def _local_entropy(model, x, y, rule: str, config: FlatnessConfig, dtype, device, params, log) -> dict:
     from landscape.flatness.local_entropy import scope_curve
 
     op = HessianOperator(model, cross_entropy, make_batches(x, y, config.batch_size), dtype=dtype, device=device,
@@ -266,9 +252,6 @@ def _local_entropy(model, x, y, config: FlatnessConfig, dtype, device, params, l
     laplace_options: dict = {"hessian": hessian}
     source = "slq"
     if config.spectrum:
-        rule = f"first {n_samples} of the '{config.split}' split in dataset order"
-        if config.subset_seed is not None:
-            rule = f"{n_samples} of the '{config.split}' split drawn with seed {config.subset_seed}"
         laplace_options["eigenvalues"] = beta * _read_exact_spectrum(config.spectrum, x0.numel(), n_samples,
                                                                       config.split, rule)
         source = "exact spectrum"
