@@ -42,7 +42,7 @@ from landscape.errors import LandscapeError, NonFiniteLossError
 from landscape.io import json_safe, write_json, write_text
 from landscape.losses import cross_entropy, evaluate
 from landscape.models import build_model, count_parameters
-from landscape.optim import OPTIMIZER_NAMES, build_optimizer, closure_calls_per_step, closure_fresh_batch
+from landscape.optim import OPTIMIZER_NAMES, build_optimizer, closure_fresh_batch
 
 #: Outer learning rates used when --lr is not given (paper Sec. 5.2-5.4 where it says).
 DEFAULT_LR = {

@@ -1,6 +1,5 @@
 """Lanczos, SLQ and trace estimators on matrices with known spectra (DESIGN.md sec. 6)."""
 
-import math
 
 import numpy as np
 import pytest

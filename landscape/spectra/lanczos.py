@@ -19,7 +19,6 @@ faster as two matrix products; "twice is enough", Giraud et al. 2005).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
