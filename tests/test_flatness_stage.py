@@ -5,14 +5,15 @@ import math
 
 import pytest
 import torch
-from torch.func import functional_call, hessian
+from torch.func import hessian
 from typer.testing import CliRunner
+
+from digits_reference import flat_loss, train_tiny_digits_run
 
 from landscape.checkpoint import load_checkpoint
 from landscape.cli import app
 from landscape.data import load_dataset
-from landscape.losses import cross_entropy, evaluate
-from landscape.train import TrainConfig, train
+from landscape.losses import evaluate
 
 runner = CliRunner()
 N = 100
@@ -20,30 +21,13 @@ N = 100
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("flatness") / "run"
-    torch.manual_seed(0)
-    train(TrainConfig(model="small-mnistfc", dataset="digits", optimizer="adam", epochs=3, batch_size=64, out=str(out),
-                      device="cpu", model_kwargs={"hidden": 4}), progress=False)
-    return out
+    return train_tiny_digits_run(tmp_path_factory.mktemp("flatness") / "run", epochs=3)
 
 
 @pytest.fixture(scope="module")
 def reference(run_dir):
     """Mean loss, gradient and dense Hessian over the first N training samples, float64."""
-    model, _ = load_checkpoint(run_dir / "checkpoint.pt")
-    model = model.double()
-    data = load_dataset("digits", "train")
-    x, y = data.inputs[:N].double(), data.targets[:N]
-    named = dict(model.named_parameters())
-    names = list(named)
-    sizes = [named[n].numel() for n in names]
-    shapes = [named[n].shape for n in names]
-    w0 = torch.cat([named[n].detach().reshape(-1) for n in names])
-
-    def loss(v):
-        params = {n: t.view(s) for n, t, s in zip(names, torch.split(v, sizes), shapes)}
-        return cross_entropy(functional_call(model, params, (x,)), y)
-
+    loss, w0 = flat_loss(run_dir, N)
     return {"f": float(loss(w0)), "g": torch.func.grad(loss)(w0), "H": hessian(loss)(w0)}
 
 

@@ -5,13 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch.func import functional_call, hessian
+from torch.func import hessian
 from typer.testing import CliRunner
 
-from landscape.checkpoint import load_checkpoint
+from digits_reference import flat_loss, train_tiny_digits_run
+
 from landscape.cli import app
-from landscape.data import load_dataset
-from landscape.losses import cross_entropy
 from landscape.train import TrainConfig, train
 
 runner = CliRunner()
@@ -20,34 +19,15 @@ N = 100
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("spectrum") / "run"
-    torch.manual_seed(0)
-    train(TrainConfig(model="small-mnistfc", dataset="digits", optimizer="adam", epochs=2, batch_size=64, out=str(out),
-                      device="cpu", model_kwargs={"hidden": 4}), progress=False)
-    return out
+    return train_tiny_digits_run(tmp_path_factory.mktemp("spectrum") / "run", epochs=2)
 
 
 @pytest.fixture(scope="module")
 def reference(run_dir):
     """Dense float64 Hessian of the mean loss over the first N training samples."""
-    model, _ = load_checkpoint(run_dir / "checkpoint.pt")
-    model = model.double()
-    data = load_dataset("digits", "train")
-    x, y = data.inputs[:N].double(), data.targets[:N]
-    named = dict(model.named_parameters())
-    names = list(named)
-    sizes = [named[n].numel() for n in names]
-    shapes = [named[n].shape for n in names]
-    w0 = torch.cat([named[n].detach().reshape(-1) for n in names])
-
-    def unflatten(v):
-        return {n: t.view(s) for n, t, s in zip(names, torch.split(v, sizes), shapes)}
-
-    def loss(v):
-        return cross_entropy(functional_call(model, unflatten(v), (x,)), y)
-
+    loss, w0 = flat_loss(run_dir, N)
     H = hessian(loss)(w0)
-    grads = torch.stack([torch.func.grad(lambda v, i=i: cross_entropy(functional_call(model, unflatten(v), (x[i:i + 1],)), y[i:i + 1]))(w0) for i in range(N)])
+    grads = torch.stack([torch.func.grad(lambda v, i=i: loss(v, slice(i, i + 1)))(w0) for i in range(N)])
     return {"H": H, "eig": torch.linalg.eigvalsh(H).numpy(), "fisher_diag": (grads**2).mean(0).numpy()}
 
 
