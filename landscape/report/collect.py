@@ -1,0 +1,204 @@
+"""Read what run directories hold, without recomputing anything (DESIGN.md sec. 1).
+
+A run directory (``landscape train``) holds ``config.json``, ``metrics.jsonl`` and the
+checkpoint; later stages add ``spectrum-<method>/spectrum.{npz,json}`` and
+``flatness-<measure>.json``. A Fig. 2 directory (``fig2.npz`` + ``fig2.json``, written by
+:func:`landscape.flatness.fig2.write_fig2`) is accepted beside runs. A directory holding
+neither but containing run directories is expanded to them, so ``landscape report
+runs/study`` reads a whole study.
+
+Arrays are read with ``np.load(allow_pickle=False)`` and JSON with the standard parser:
+reading a report's inputs cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from landscape.errors import LandscapeError
+
+__all__ = ["RunArtifacts", "Fig2Artifacts", "collect", "flatness_scalars", "run_label"]
+
+
+@dataclass
+class RunArtifacts:
+    path: Path
+    config: dict
+    metrics: list[dict] = field(default_factory=list)
+    spectra: dict[str, dict] = field(default_factory=dict)  # method -> {"json": ..., "arrays": {...}}
+    flatness: dict[str, dict] = field(default_factory=dict)  # measure -> JSON
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def final(self) -> dict:
+        return self.metrics[-1] if self.metrics else {}
+
+    @property
+    def group_key(self) -> tuple:
+        """What seeds of one configuration share: everything in the config but the seed and paths."""
+        skip = {"seed", "out", "device", "device_resolved", "data_dir", "versions", "dataset_info", "parameters"}
+        return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in self.config.items() if k not in skip))
+
+
+@dataclass
+class Fig2Artifacts:
+    path: Path
+    summary: dict
+    arrays: dict
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise LandscapeError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); re-run the stage "
+                             "that wrote it.") from None
+    except OSError as exc:
+        raise LandscapeError(f"Cannot read {path}: {exc.strerror}.") from None
+
+
+def _read_npz(path: Path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise LandscapeError(f"{path} is not a readable .npz file ({exc}); re-run the stage that wrote it.") from None
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    rows = []
+    if not path.exists():
+        return rows
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise LandscapeError(f"{path} line {number} is not valid JSON; the training run that "
+                                         "wrote it may have been edited by hand.") from None
+    return rows
+
+
+def read_run(path: Path) -> RunArtifacts:
+    run = RunArtifacts(path=path, config=_read_json(path / "config.json"), metrics=_read_metrics(path / "metrics.jsonl"))
+    for sub in sorted(path.glob("spectrum-*")):
+        if (sub / "spectrum.json").exists() and (sub / "spectrum.npz").exists():
+            info = _read_json(sub / "spectrum.json")
+            run.spectra[info.get("method", sub.name.removeprefix("spectrum-"))] = {
+                "json": info, "arrays": _read_npz(sub / "spectrum.npz"), "dir": sub.name}
+    for file in sorted(path.glob("flatness-*.json")):
+        info = _read_json(file)
+        run.flatness[info.get("measure", file.stem.removeprefix("flatness-"))] = info
+    return run
+
+
+def _is_run(path: Path) -> bool:
+    return (path / "config.json").exists()
+
+
+def _is_fig2(path: Path) -> bool:
+    return (path / "fig2.json").exists() and (path / "fig2.npz").exists()
+
+
+def collect(paths: Iterable[str | Path]) -> tuple[list[RunArtifacts], list[Fig2Artifacts]]:
+    """Runs and Fig. 2 artifacts under ``paths``; one clear error for a path that holds neither."""
+    runs: list[RunArtifacts] = []
+    figs: list[Fig2Artifacts] = []
+    seen: set[Path] = set()
+
+    def add(path: Path) -> bool:
+        resolved = path.resolve()
+        if resolved in seen:
+            return True
+        if _is_run(path):
+            seen.add(resolved)
+            runs.append(read_run(path))
+            return True
+        if _is_fig2(path):
+            seen.add(resolved)
+            figs.append(Fig2Artifacts(path, _read_json(path / "fig2.json"), _read_npz(path / "fig2.npz")))
+            return True
+        return False
+
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            raise LandscapeError(f"{path} is not a directory: pass run directories written by `landscape train` "
+                                 "(or a folder that contains them).")
+        if add(path):
+            continue
+        children = [c for c in sorted(path.iterdir()) if c.is_dir() and add(c)]
+        if not children:
+            raise LandscapeError(f"{path} holds no run: expected config.json (from `landscape train`) or "
+                                 "fig2.json + fig2.npz, there or one level below.")
+    return runs, figs
+
+
+def run_label(run: RunArtifacts, *, with_model: bool = False, with_seed: bool = True) -> str:
+    c = run.config
+    parts = [f"{c.get('model')}/{c.get('dataset')}"] if with_model else []
+    parts.append(str(c.get("optimizer")))
+    if with_seed:
+        parts.append(f"seed {c.get('seed')}")
+    return " ".join(parts)
+
+
+def _finite(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def flatness_scalars(run: RunArtifacts) -> dict[str, dict]:
+    """Every scalar flatness/curvature number a run holds: name -> {value, stderr, invariant, direction}.
+
+    ``direction`` is +1 when a larger value means SHARPER (so a positive tau with test
+    error is the hypothesis "flat generalizes better"), -1 when larger means flatter
+    (PAC-Bayes sigma, local entropy).
+    """
+    out: dict[str, dict] = {}
+
+    def put(name, value, stderr=None, invariant=None, direction=+1):
+        value = _finite(value)
+        if value is not None:
+            out[name] = {"value": value, "stderr": _finite(stderr), "invariant": invariant, "direction": direction}
+
+    for measure in ("sharpness", "pac-bayes", "fisher-rao"):
+        for entry in run.flatness.get(measure, {}).get("entries", []):
+            direction = -1 if entry["measure"].startswith("pac-bayes") else +1
+            put(entry["measure"], entry.get("value"), entry.get("stderr"), entry.get("invariant_to_rescaling"),
+                direction)
+    energy = run.flatness.get("local-energy")
+    if energy:
+        sigmas = energy.get("sigmas", [])
+        deltas = energy.get("delta", {}).get("train", {}).get("loss", [])
+        errs = energy.get("stderr", {}).get("train", {}).get("loss", [])
+        for sigma, delta, err in zip(sigmas, deltas, errs):
+            if sigma > 0:
+                put(f"local-energy ΔL_train σ={sigma:g} ({energy.get('noise', 'multiplicative')})", delta, err,
+                    energy.get("invariant_to_rescaling"))
+    entropy = run.flatness.get("local-entropy")
+    if entropy:
+        for gamma, value, err in zip(entropy.get("gammas", []), entropy.get("estimates", []),
+                                     entropy.get("stderrs", [])):
+            put(f"local entropy γ={gamma:g} ({entropy.get('method')})", value, err,
+                entropy.get("invariant_to_rescaling"), -1)
+    exact = run.spectra.get("exact")
+    if exact:
+        info = exact["json"]
+        put("exact λmax", info.get("lambda_max"), None, False)
+        put("exact trace", info.get("trace"), None, False)
+    return out

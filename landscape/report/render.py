@@ -1,0 +1,368 @@
+"""Build one self-contained HTML report from run directories (``landscape report``).
+
+Every number shown is read from the runs' result files (:mod:`landscape.report.collect`);
+figures are drawn by :mod:`landscape.plots` and inlined as base64 SVG data URIs, so the
+report is ONE file with no external request: it can be mailed, archived or opened
+offline. The page is rendered by Jinja2 from ``templates/report.html.j2`` with
+autoescaping on (run names and settings come from users' files).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from landscape.errors import LandscapeError
+from landscape.flatness.correlation import granulated_kendall, kendall_tau_ci
+from landscape.io import write_text
+from landscape.plots import (draw_correlation, draw_density, draw_diagonal, draw_eigenspectrum, draw_fig2_1d,
+                             draw_fig2_2d, draw_local_energy, draw_ritz_values, draw_training_curves, new_figure,
+                             svg_bytes)
+from landscape.report.collect import RunArtifacts, collect, flatness_scalars, run_label
+
+__all__ = ["PAPER_SPECTRA", "build_report", "render_report"]
+
+#: What the paper reports for the spectra it shows (Chaudhari et al. 2017, Figs. 1 and 3).
+PAPER_SPECTRA = {
+    "small-lenet": "Fig. 1 (MNIST, 2 runs): ~94% of |λ| < 1e-4, λmax ≈ 40, λmin ≈ -0.46",
+    "small-mnistfc": "Fig. 3a (MNIST, 2 runs): the peak |λ| ≤ 1e-2 holds 90% of the eigenvalues",
+    "char-lstm": "Fig. 3b (War and Peace, 5 runs): almost 95% of |λ| < 1e-5",
+    "all-cnn-bn": "Fig. 3c (CIFAR-10 Fisher, 4 runs): ≈95% of |λ| ≤ 1e-5",
+}
+MAX_CURVES = 8  # groups drawn in one training figure; the table lists all
+MAX_DETAIL = 3  # runs that get their own Lanczos / SLQ figure
+
+
+def _uri(fig) -> str:
+    return "data:image/svg+xml;base64," + base64.b64encode(svg_bytes(fig)).decode("ascii")
+
+
+def _figure(fig, caption: str, alt: str) -> dict:
+    return {"uri": _uri(fig), "caption": caption, "alt": alt}
+
+
+def num(value, digits: int = 4) -> str:
+    """Significant-digit formatting for tables; '–' for missing values."""
+    if value is None:
+        return "–"
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(value):
+        return "–" if math.isnan(value) else str(value)
+    if value == 0:
+        return "0"
+    return f"{value:.{digits}g}"
+
+
+def pct(value, digits: int = 2) -> str:
+    return "–" if value is None else f"{100 * float(value):.{digits}f}%"
+
+
+def _environment() -> Environment:
+    env = Environment(loader=PackageLoader("landscape.report", "templates"), autoescape=select_autoescape(["j2", "html"]),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = num
+    env.filters["pct"] = pct
+    env.globals["zip"] = zip
+    return env
+
+
+# ---------------------------------------------------------------- sections
+
+def _groups(runs: list[RunArtifacts]) -> dict[str, list[RunArtifacts]]:
+    """Runs that differ only by seed, keyed by a label that tells the groups apart."""
+    by_key: dict[tuple, list[RunArtifacts]] = defaultdict(list)
+    for run in runs:
+        by_key[run.group_key].append(run)
+    several_models = len({(r.config.get("model"), r.config.get("dataset")) for r in runs}) > 1
+    base = {key: run_label(members[0], with_model=several_models, with_seed=False) for key, members in by_key.items()}
+    labels = {}
+    for key, members in by_key.items():
+        twins = [k for k in by_key if base[k] == base[key] and k != key]
+        label = base[key]
+        if twins:
+            mine = dict(key)
+            differing = sorted({name for k in twins for name, v in dict(k).items() if mine.get(name) != v})
+            label += " (" + ", ".join(f"{name}={mine.get(name, '–')}" for name in differing[:3]) + ")"
+        labels[key] = label
+    return {labels[key]: members for key, members in by_key.items()}
+
+
+def _runs_table(runs: list[RunArtifacts]) -> list[dict]:
+    rows = []
+    for run in runs:
+        c, f = run.config, run.final
+        rows.append({
+            "name": run.name, "model": c.get("model"), "dataset": c.get("dataset"), "optimizer": c.get("optimizer"),
+            "lr": c.get("lr"), "batch_size": c.get("batch_size"), "seed": c.get("seed"), "epochs": f.get("epoch"),
+            "effective_epochs": f.get("effective_epochs"), "parameters": c.get("parameters"),
+            "train_loss": f.get("train_loss"), "val_error": f.get("val_error"), "test_error": f.get("test_error"),
+            "wall_s": f.get("wall_s"), "spectra": ", ".join(sorted(run.spectra)) or "–",
+            "flatness": ", ".join(sorted(run.flatness)) or "–",
+        })
+    return rows
+
+
+def _training_section(runs: list[RunArtifacts]) -> dict | None:
+    with_metrics = [r for r in runs if len(r.metrics) > 1]
+    if not with_metrics:
+        return None
+    groups = _groups(with_metrics)
+    table = []
+    for label, members in groups.items():
+        tests = [m.final.get("test_error") for m in members if m.final.get("test_error") is not None]
+        losses = [m.final.get("train_loss") for m in members if m.final.get("train_loss") is not None]
+        table.append({
+            "label": label, "seeds": len(members),
+            "test_error_mean": float(np.mean(tests)) if tests else None,
+            "test_error_std": float(np.std(tests, ddof=1)) if len(tests) > 1 else None,
+            "train_loss_mean": float(np.mean(losses)) if losses else None,
+            "effective_epochs": members[0].final.get("effective_epochs"),
+            "epochs": members[0].final.get("epoch"),
+        })
+    shown = sorted(groups, key=lambda g: (-len(groups[g]), g))[:MAX_CURVES]
+    curves = {label: [m.metrics for m in groups[label]] for label in shown}
+    metrics = [m for m in ("train_loss", "val_error", "test_error") if any(m in r for g in curves.values()
+                                                                                for rows in g for r in rows)]
+    fig, axes = new_figure(1, len(metrics), width=3.6 * len(metrics), height=3.2)
+    for ax, metric in zip(np.atleast_1d(axes), metrics):
+        draw_training_curves(ax, curves, metric)
+    note = "" if len(groups) <= MAX_CURVES else f" {len(groups) - MAX_CURVES} more configurations are in the table only."
+    caption = ("Training curves against effective epochs (gradient evaluations × batch / training-set size, "
+               "paper Sec. 5.2): mean over seeds, band = lowest to highest seed." + note)
+    return {"figure": _figure(fig, caption, "training curves"), "table": table}
+
+
+def _spectra_section(runs: list[RunArtifacts]) -> dict | None:
+    if not any(r.spectra for r in runs):
+        return None
+    figures, stats = [], []
+    for run in runs:
+        for method, item in sorted(run.spectra.items()):
+            info = item["json"]
+            stats.append({
+                "run": run.name, "method": method, "operator": info.get("operator"), "n": info.get("n_params"),
+                "samples": info.get("samples"), "dtype": info.get("dtype"), "mode": info.get("mode"),
+                "lambda_max": info.get("lambda_max"), "lambda_min": info.get("lambda_min"),
+                "trace": info.get("trace", (info.get("estimate") if isinstance(info.get("estimate"), float) else None)),
+                "trace_stderr": info.get("trace_stderr", info.get("stderr")),
+                "fractions": info.get("fraction_abs_below", {}),
+                "error_bound": info.get("eigenvalue_abs_error_bound"), "hvp_count": info.get("hvp_count"),
+                "wall_s": info.get("wall_s"),
+            })
+    # Fig. 1 / 3 overlays: exact spectra of one model/dataset/operator together (the paper overlays runs)
+    exact_groups: dict[tuple, list[RunArtifacts]] = defaultdict(list)
+    for run in runs:
+        if "exact" in run.spectra:
+            info = run.spectra["exact"]["json"]
+            exact_groups[(run.config.get("model"), run.config.get("dataset"), info.get("operator"))].append(run)
+    references = []
+    for (model, dataset, operator), members in exact_groups.items():
+        shown = members[:4]
+        fig, ax = new_figure(width=6.4, height=5.0)
+        draw_eigenspectrum(ax, [m.spectra["exact"]["arrays"]["eigenvalues"] for m in shown],
+                           [run_label(m) for m in shown])
+        extra = f" ({len(members) - 4} more runs in the table)" if len(members) > 4 else ""
+        figures.append(_figure(fig, f"Exact {operator} eigenspectrum, {model} on {dataset}: central window |λ| ≤ 1% "
+                                    f"of the spectral radius (log counts), tails as insets (paper Fig. 1 / 3){extra}.",
+                               f"eigenspectrum {model} {dataset}"))
+        if model in PAPER_SPECTRA:
+            references.append({"model": model, "paper": PAPER_SPECTRA[model]})
+    # SLQ densities and Lanczos Ritz values, each against the exact spectrum of the same run when present
+    for run in [r for r in runs if "slq" in r.spectra][:MAX_DETAIL]:
+        from landscape.spectra.slq import SLQResult
+
+        item = run.spectra["slq"]
+        nodes, weights = item["arrays"]["nodes"], item["arrays"]["weights"]
+        result = SLQResult(nodes=nodes, weights=weights, n=int(item["json"].get("n_params", 0)),
+                           num_probes=nodes.shape[0], num_iters=nodes.shape[1], seed=0, hvp_count=0, wall_s=0.0)
+        exact = run.spectra.get("exact", {}).get("arrays", {}).get("eigenvalues")
+        bound = run.spectra.get("exact", {}).get("json", {}).get("eigenvalue_abs_error_bound") or 0.0
+        fig, axes = new_figure(1, 2, width=9.0, height=3.2)
+        for ax, scale in zip(axes, ("linear", "log")):
+            grid, values = result.density(scale=scale)
+            bandwidth = 0.01 * float(nodes.max() - nodes.min()) if scale == "linear" else 0.05
+            draw_density(ax, grid, values, label="SLQ", bandwidth=bandwidth, scale=scale, exact=exact,
+                         floor=10 * bound)
+        figures.append(_figure(fig, f"{run.name}: SLQ spectral density ({nodes.shape[0]} probes × {nodes.shape[1]} "
+                                    "Lanczos steps), linear and log10|λ| grids" +
+                               (", exact eigenvalues as grey histogram." if exact is not None else "."),
+                               f"SLQ density {run.name}"))
+    for run in [r for r in runs if "lanczos" in r.spectra][:MAX_DETAIL]:
+        arrays = run.spectra["lanczos"]["arrays"]
+        exact = run.spectra.get("exact", {}).get("arrays", {}).get("eigenvalues")
+        fig, ax = new_figure(width=5.0, height=3.2)
+        draw_ritz_values(ax, arrays["ritz_values"], arrays["residuals"], exact=exact)
+        figures.append(_figure(fig, f"{run.name}: Lanczos Ritz values with residual norms"
+                               + (" against the exact eigenvalues." if exact is not None else "."),
+                               f"Ritz values {run.name}"))
+    diag_groups: dict[tuple, list[RunArtifacts]] = defaultdict(list)
+    for run in runs:
+        if "fisher-diag" in run.spectra:
+            diag_groups[(run.config.get("model"), run.config.get("dataset"))].append(run)
+    for (model, dataset), members in diag_groups.items():
+        fig, ax = new_figure(width=5.0, height=3.2)
+        draw_diagonal(ax, [m.spectra["fisher-diag"]["arrays"]["diagonal"] for m in members[:4]],
+                      [run_label(m) for m in members[:4]])
+        kind = members[0].spectra["fisher-diag"]["json"].get("fisher", "empirical")
+        figures.append(_figure(fig, f"Diagonal {kind} Fisher entries, {model} on {dataset} (paper Fig. 3c).",
+                               f"diagonal Fisher {model}"))
+    return {"figures": figures, "stats": stats, "references": references}
+
+
+def _flatness_section(runs: list[RunArtifacts]) -> dict | None:
+    if not any(r.flatness for r in runs):
+        return None
+    figures = []
+    energies = {run_label(r): r.flatness["local-energy"] for r in runs if "local-energy" in r.flatness}
+    if energies:
+        shown = dict(list(energies.items())[:MAX_CURVES])
+        fig, axes = new_figure(1, 2, width=9.0, height=3.3)
+        draw_local_energy(axes[0], shown, split="train", metric="loss")
+        test_split = "test" if all("test" in e.get("delta", {}) for e in shown.values()) else "train"
+        draw_local_energy(axes[1], shown, split=test_split, metric="error")
+        figures.append(_figure(fig, "Local energy ΔE(σ): mean increase of the loss / error under weight noise, "
+                                    "± standard error over noise draws.", "local energy curves"))
+    names: list[str] = []
+    per_run = []
+    for run in runs:
+        scalars = flatness_scalars(run)
+        per_run.append({"run": run.name, "label": run_label(run), "scalars": scalars})
+        names += [n for n in scalars if n not in names]
+    entropy = [{"run": r.name, **{k: r.flatness["local-entropy"].get(k) for k in
+                                  ("gammas", "estimates", "stderrs", "method", "beta", "n", "wall_s")}}
+               for r in runs if "local-entropy" in r.flatness]
+    return {"figures": figures, "names": names, "per_run": per_run, "entropy": entropy}
+
+
+def _correlation_section(runs: list[RunArtifacts], min_models: int = 4) -> dict | None:
+    population = [r for r in runs if r.final.get("test_error") is not None]
+    scalars = [flatness_scalars(r) for r in population]
+    names: list[str] = []
+    for s in scalars:
+        names += [n for n in s if n not in names]
+    rows, figures = [], []
+    hyper_keys = ("optimizer", "lr", "batch_size", "seed")
+    panels = []
+    for name in names:
+        members = [(r, s[name]) for r, s in zip(population, scalars) if name in s]
+        if len(members) < min_models:
+            continue
+        values = [item["value"] for _, item in members]
+        errors = [r.final["test_error"] for r, _ in members]
+        stats = kendall_tau_ci(values, errors)
+        hyper = [{k: r.config.get(k) for k in hyper_keys if k != "seed"} | {"seed": r.config.get("seed")}
+                 for r, _ in members]
+        gran = granulated_kendall(values, errors, hyper, varied=[k for k in hyper_keys
+                                                                 if len({repr(h[k]) for h in hyper}) > 1])
+        rows.append({"name": name, "n": stats.n, "tau": stats.tau, "low": stats.low, "high": stats.high,
+                     "direction": members[0][1]["direction"], "invariant": members[0][1]["invariant"],
+                     "psi": gran.psi, "Psi": gran.overall, "groups": gran.groups})
+        panels.append((name, values, errors, [str(r.config.get("optimizer")) for r, _ in members]))
+    if not rows:
+        return None
+    for start in range(0, len(panels), 9):
+        chunk = panels[start:start + 9]
+        cols = min(3, len(chunk))
+        nrows = math.ceil(len(chunk) / cols)
+        fig, axes = new_figure(nrows, cols, width=3.3 * cols, height=3.0 * nrows)
+        flat = np.atleast_1d(axes).ravel()
+        for ax, (name, values, errors, labels) in zip(flat, chunk):
+            draw_correlation(ax, values, errors, name=name, labels=labels)
+        for ax in flat[len(chunk):]:
+            ax.set_visible(False)
+        figures.append(_figure(fig, "Flatness measure against test error over the trained population; Kendall τ "
+                                    "with a 95% percentile-bootstrap interval over models.", "flatness vs test error"))
+    varied = sorted({k for row in rows for k in row["psi"]})
+    return {"rows": rows, "figures": figures, "varied": varied, "models": len(population)}
+
+
+def _fig2_section(figs) -> dict | None:
+    if not figs:
+        return None
+    item = figs[0]
+    figures = []
+    fig, ax = new_figure(width=5.5, height=3.4)
+    draw_fig2_1d(ax, item.arrays)
+    figures.append(_figure(fig, "Fig. 2: the energy f(x) and the negative local entropy -F(x, γ) (relative to the "
+                                "flat reference, exact quadrature) for decreasing scopes γ; triangles mark each "
+                                "minimum, which moves from the sharp minimum to the wide valley.", "figure 2, 1-D"))
+    if "d2_f" in item.arrays:
+        fig, axes = new_figure(1, 1 + len(item.arrays["d2_gammas"]), width=11.0, height=2.8)
+        draw_fig2_2d(np.atleast_1d(axes), item.arrays)
+        figures.append(_figure(fig, "Fig. 2 in two dimensions: f and -F(·, γ) by quadrature (red star: minimum); "
+                                    "white dots: SGLD estimates, labelled by their difference from quadrature in "
+                                    "standard errors.", "figure 2, 2-D"))
+    return {"figures": figures, "summary": item.summary, "path": str(item.path)}
+
+
+def _environment_section(runs: list[RunArtifacts]) -> dict:
+    versions: dict[str, set] = defaultdict(set)
+    devices, timings = set(), []
+    for run in runs:
+        for k, v in (run.config.get("versions") or {}).items():
+            versions[k].add(str(v))
+        devices.add(str(run.config.get("device_resolved", run.config.get("device"))))
+        timings.append({"run": run.name, "stage": "train", "wall_s": run.final.get("wall_s")})
+        for method, item in sorted(run.spectra.items()):
+            timings.append({"run": run.name, "stage": f"spectrum {method}", "wall_s": item["json"].get("wall_s")})
+        for measure, info in sorted(run.flatness.items()):
+            timings.append({"run": run.name, "stage": f"flatness {measure}", "wall_s": info.get("wall_s")})
+    return {"versions": {k: ", ".join(sorted(v)) for k, v in sorted(versions.items())},
+            "devices": ", ".join(sorted(devices)), "timings": timings}
+
+
+# ---------------------------------------------------------------- entry points
+
+def render_report(paths: Sequence[str | Path], *, title: str | None = None, log: Callable[[str], None] | None = None,
+                  extra: dict | None = None) -> str:
+    """The report's HTML text for the run (and Fig. 2) directories under ``paths``."""
+    log = log or (lambda message: None)
+    start = time.perf_counter()
+    runs, figs = collect(paths)
+    log(f"read {len(runs)} run(s) and {len(figs)} Fig. 2 set(s)")
+    from landscape import __version__
+
+    sections = {}
+    for name, build in (("training", lambda: _training_section(runs)), ("spectra", lambda: _spectra_section(runs)),
+                        ("flatness", lambda: _flatness_section(runs)),
+                        ("correlation", lambda: _correlation_section(runs)), ("fig2", lambda: _fig2_section(figs))):
+        sections[name] = build()
+        if sections[name] is not None:
+            log(f"drew the {name} section")
+    context = {
+        "title": title or "landscape report",
+        "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "version": __version__,
+        "sources": [str(p) for p in paths],
+        "runs": _runs_table(runs),
+        "environment": _environment_section(runs),
+        "extra": extra or {},
+        **sections,
+    }
+    html = _environment().get_template("report.html.j2").render(**context)
+    log(f"rendered in {time.perf_counter() - start:.1f} s")
+    return html
+
+
+def build_report(paths: Sequence[str | Path], out: str | Path, *, title: str | None = None,
+                 log: Callable[[str], None] | None = None, extra: dict | None = None) -> Path:
+    """Write ``out/index.html`` (atomically) from the runs under ``paths``; returns its path."""
+    if not paths:
+        raise LandscapeError("Give at least one run directory to report on.")
+    out = Path(out)
+    html = render_report(paths, title=title or out.name, log=log, extra=extra)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "index.html"
+    write_text(target, html)
+    return target
