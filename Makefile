@@ -1,9 +1,11 @@
 # The README's two commands:
-#   make demo   install (CPU torch where no GPU) and run the main job on the embedded digits data
-#   make test   install and run the test suite (.ci/run calls this)
+#   make demo   install (CPU torch where no GPU) and run the main job on the embedded digits data:
+#               train -> spectrum -> flatness -> reports/quick/index.html
+#   make test   install (plus Debian's chromium for the report's browser test) and run the test suite
+#               (.ci/run calls this)
 VENV ?= .venv
 STAMP := $(VENV)/.landscape-installed
-RUN ?= runs/demo
+REPORT ?= reports/quick
 
 .PHONY: demo test setup clean-venv
 
@@ -14,9 +16,10 @@ $(STAMP): pyproject.toml scripts/setup.sh
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/landscape train --model small-mnistfc --dataset digits --optimizer entropy-sgd --epochs 5 --seed 0 --out $(RUN)
+	$(VENV)/bin/landscape reproduce all --scale quick --out $(REPORT)
 
 test: $(STAMP)
+	bash scripts/browser.sh
 	$(VENV)/bin/python -m pytest
 
 clean-venv:

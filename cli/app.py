@@ -23,7 +23,7 @@ from landscape.errors import LandscapeError
 
 app = typer.Typer(
     help="landscape: geometry of neural-network loss landscapes. "
-    "Stages: train -> spectrum -> flatness (-> report, in a later release).",
+    "Stages: train -> spectrum -> flatness -> report; reproduce runs them all for one of the paper's results.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -534,6 +534,70 @@ def _config_from_run(run_dir: Path, *, epochs: Optional[int], device: str, data_
     if epochs is not None:
         changes["epochs"] = epochs
     return dataclasses.replace(config, **changes)
+
+
+@app.command()
+def report(
+    run_dirs: List[Path] = typer.Argument(..., help="Run directories (or folders holding them, or Fig. 2 folders).",
+                                          show_default=False),
+    out: Path = typer.Option(Path("reports/report"), "--out", help="Folder for index.html."),
+    title: Optional[str] = typer.Option(None, "--title", help="Page title [default: the name of --out]."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+) -> None:
+    """One self-contained HTML page (figures inlined, no external URL) from what the run directories hold."""
+    from landscape.report import build_report
+
+    def go():
+        log = (lambda msg: None) if quiet else (
+            lambda msg: err_console.print(msg, highlight=False, soft_wrap=True, markup=False))
+        path = build_report([str(p) for p in run_dirs], out, title=title, log=log)
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+
+    run_guarded(go)
+
+
+class Target(str, enum.Enum):
+    fig1 = "fig1"
+    fig2 = "fig2"
+    fig3 = "fig3"
+    table1 = "table1"
+    correlation = "correlation"
+    all = "all"
+
+
+class Scale(str, enum.Enum):
+    quick = "quick"
+    full = "full"
+
+
+@app.command()
+def reproduce(
+    target: Target = typer.Argument(..., help="Which result: fig1, fig2, fig3, table1, correlation or all."),
+    scale: Scale = typer.Option(Scale.quick, "--scale", help="quick: minutes on 2 CPU cores on the embedded digits; "
+                                                             "full: the paper's settings as far as this machine allows."),
+    out: Path = typer.Option(Path("reports/quick"), "--out", help="Folder for index.html."),
+    runs: Optional[Path] = typer.Option(None, "--runs", help="Where the runs go [default: runs/<name of --out>]."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Override the scale's dataset."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where dataset files live."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda, cuda:N."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the steps (done / to do) and stop."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+) -> None:
+    """Train -> spectrum -> flatness -> report for one of the paper's results; resumable, finished steps skipped."""
+    from landscape.reproduce import ReproduceConfig, reproduce as run_reproduce
+
+    def go():
+        config = ReproduceConfig(target=target.value, scale=scale.value, out=str(out),
+                                 runs=None if runs is None else str(runs), dataset=dataset,
+                                 data_dir=None if data_dir is None else str(data_dir), device=device)
+        log = (lambda msg: None) if quiet else (
+            lambda msg: err_console.print(msg, highlight=False, soft_wrap=True, markup=False))
+        interrupt_hint[0] = lambda: "finished steps are kept; run the same command again to continue."
+        path = run_reproduce(config, log=log, dry_run=dry_run)
+        if path is not None:
+            console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+
+    run_guarded(go)
 
 
 @app.callback()

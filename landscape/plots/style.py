@@ -52,7 +52,7 @@ OPTIMIZER_COLORS = {
     "adam": _PALETTE[2],
     "entropy-adam": _PALETTE[3],
     "replicated-sgd": _PALETTE[4],
-    "sam": _PALETTE[8],
+    "sam": _PALETTE[5],
 }
 
 

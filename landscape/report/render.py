@@ -104,7 +104,8 @@ def _runs_table(runs: list[RunArtifacts]) -> list[dict]:
         c, f = run.config, run.final
         rows.append({
             "name": run.name, "model": c.get("model"), "dataset": c.get("dataset"), "optimizer": c.get("optimizer"),
-            "lr": c.get("lr"), "batch_size": c.get("batch_size"), "seed": c.get("seed"), "epochs": f.get("epoch"),
+            "lr": c.get("lr") if c.get("lr") is not None else (run.metrics[0].get("lr") if run.metrics else None),
+            "batch_size": c.get("batch_size"), "seed": c.get("seed"), "epochs": f.get("epoch"),
             "effective_epochs": f.get("effective_epochs"), "parameters": c.get("parameters"),
             "train_loss": f.get("train_loss"), "val_error": f.get("val_error"), "test_error": f.get("test_error"),
             "wall_s": f.get("wall_s"), "spectra": ", ".join(sorted(run.spectra)) or "–",
@@ -246,7 +247,8 @@ def _flatness_section(runs: list[RunArtifacts]) -> dict | None:
 
 
 def _correlation_section(runs: list[RunArtifacts], min_models: int = 4) -> dict | None:
-    population = [r for r in runs if r.final.get("test_error") is not None]
+    # the population: trained models on which flatness was measured (a spectrum alone does not enrol a run)
+    population = [r for r in runs if r.final.get("test_error") is not None and r.flatness]
     scalars = [flatness_scalars(r) for r in population]
     names: list[str] = []
     for s in scalars:

@@ -1,0 +1,318 @@
+"""``landscape reproduce``: the whole pipeline for one of the paper's results, resumable.
+
+Each target is a list of steps (train -> spectrum -> flatness), every step named by the
+artifact it writes; a step whose artifact exists is skipped, a training run killed
+half-way resumes from its last epoch. The report is re-rendered from whatever the run
+directories then hold. Steps call the same stage functions as the CLI commands, in this
+process (no interpreter start-up per step), and the report lists the equivalent
+commands so any one step can be re-run by hand.
+
+Scales:
+
+* ``quick``: minutes on 2 CPU cores on the embedded digits data (8x8, no network):
+  small-mnistfc, the paper's protocols shortened. This is the README's main job.
+* ``full``: the paper's settings as far as one machine allows (Sec. 5): Fashion-MNIST
+  28x28 (Debian's ``dataset-fashion-mnist``, or MNIST if the user has it), small-lenet /
+  small-mnistfc exact spectra on 4,096 samples, char-lstm on a text file, All-CNN-BN
+  Fisher on CIFAR-10 if present. Datasets that cannot be found are reported as skipped
+  with how to supply them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from landscape.errors import LandscapeError
+from landscape.io import write_json
+
+__all__ = ["TARGETS", "SCALES", "ReproduceConfig", "Step", "plan", "reproduce"]
+
+TARGETS = ("fig1", "fig2", "fig3", "table1", "correlation", "all")
+SCALES = ("quick", "full")
+
+
+@dataclass(frozen=True)
+class ReproduceConfig:
+    target: str = "all"
+    scale: str = "quick"
+    out: str = "reports/quick"
+    runs: str | None = None  # default: runs/<name of out>
+    dataset: str | None = None  # default per scale (digits / fashion-mnist)
+    data_dir: str | None = None
+    device: str = "auto"
+    text: str | None = None  # UTF-8 file for char-lstm (full scale)
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise LandscapeError(f"Unknown target '{self.target}': choose one of {', '.join(TARGETS)}.")
+        if self.scale not in SCALES:
+            raise LandscapeError(f"Unknown scale '{self.scale}': choose quick or full.")
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.runs) if self.runs else Path("runs") / Path(self.out).name
+
+
+@dataclass
+class Step:
+    """One unit of work: ``run()`` writes ``artifact``; skipped when ``done()``."""
+
+    target: str
+    name: str
+    command: str
+    run: Callable[[], None]
+    done: Callable[[], bool]
+    run_dir: Path | None = None
+
+
+@dataclass
+class Plan:
+    steps: list[Step] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # datasets / targets that cannot run here, and why
+    report_dirs: list[Path] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ building blocks
+
+def _train_step(plan: Plan, target: str, run_dir: Path, config_kwargs: dict, device: str, data_dir) -> Path:
+    from landscape.train import TrainConfig, train
+
+    config = TrainConfig(out=str(run_dir), device=device, data_dir=data_dir, **config_kwargs)
+
+    def finished() -> bool:
+        metrics = run_dir / "metrics.jsonl"
+        if not (metrics.exists() and (run_dir / "checkpoint.pt").exists()):
+            return False
+        lines = [line for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return bool(lines) and json.loads(lines[-1]).get("epoch") == config.epochs
+
+    def run() -> None:
+        partial = (run_dir / "checkpoint.pt").exists() and (run_dir / "config.json").exists()
+        train(config, resume=partial, progress=False)
+
+    options = " ".join([f"--{k.replace('_', '-')} {v}" for k, v in config_kwargs.items()
+                        if k not in ("model", "dataset", "optimizer", "model_kwargs")]
+                       + [f"--model-arg {k}={v}" for k, v in config_kwargs.get("model_kwargs", {}).items()])
+    command = (f"landscape train --model {config.model} --dataset {config.dataset} --optimizer {config.optimizer} "
+               f"{options} --out {run_dir}")
+    if all(s.run_dir != run_dir or s.name != "train" for s in plan.steps):
+        plan.steps.append(Step(target, "train", command, run, finished, run_dir))
+    if run_dir not in plan.report_dirs:
+        plan.report_dirs.append(run_dir)
+    return run_dir
+
+
+def _fresh(artifact: Path, run_dir: Path) -> bool:
+    """The artifact exists and is not older than the checkpoint it was measured on (a resumed run invalidates it)."""
+    checkpoint = run_dir / "checkpoint.pt"
+    return artifact.exists() and (not checkpoint.exists() or artifact.stat().st_mtime >= checkpoint.stat().st_mtime)
+
+
+def _spectrum_step(plan: Plan, target: str, run_dir: Path, method: str, device: str, data_dir, **options) -> None:
+    from landscape.spectrum import SpectrumConfig, compute_spectrum
+
+    config = SpectrumConfig(checkpoint=str(run_dir / "checkpoint.pt"), method=method, device=device,
+                            data_dir=data_dir, **options)
+    out = config.output_dir()
+    if any(s.run_dir == run_dir and s.name == f"spectrum {method}" for s in plan.steps):
+        return
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
+    plan.steps.append(Step(target, f"spectrum {method}",
+                           f"landscape spectrum {run_dir / 'checkpoint.pt'} --method {method} {flags}".strip(),
+                           lambda: compute_spectrum(config, progress=False),
+                           lambda: _fresh(out / "spectrum.json", run_dir), run_dir))
+
+
+def _flatness_step(plan: Plan, target: str, run_dir: Path, measure: str, device: str, data_dir, **options) -> None:
+    from landscape.flatness.stage import FlatnessConfig, compute_flatness
+
+    config = FlatnessConfig(checkpoint=str(run_dir / "checkpoint.pt"), measure=measure, device=device,
+                            data_dir=data_dir, **options)
+    if any(s.run_dir == run_dir and s.name == f"flatness {measure}" for s in plan.steps):
+        return
+    flags = " ".join(" ".join(f"--gamma {g:g}" for g in v) if k == "gammas" else f"--{k.replace('_', '-')} {v}"
+                     for k, v in options.items())
+    plan.steps.append(Step(target, f"flatness {measure}",
+                           f"landscape flatness {run_dir / 'checkpoint.pt'} --measure {measure} {flags}".strip(),
+                           lambda: compute_flatness(config),
+                           lambda: _fresh(config.output_path(), run_dir), run_dir))
+
+
+def _dataset_available(name: str, data_dir) -> str | None:
+    """None when ``name`` loads here; otherwise the loader's one-sentence reason."""
+    from landscape.data import load_dataset
+
+    try:
+        load_dataset(name, "test", root=data_dir)
+    except LandscapeError as err:
+        return str(err)
+    return None
+
+
+# ------------------------------------------------------------------ the targets
+
+#: Per scale: (dataset, samples for curvature, table1 budgets, population).
+QUICK = {
+    "dataset": "digits",
+    "model": "small-mnistfc",
+    "samples": 1000,
+    "seeds": (0, 1),
+    # Table 1 at a shortened budget: Entropy-SGD 5 epochs x L=20 = 100 effective epochs vs SGD 100 epochs
+    "table1": {"entropy-sgd": {"epochs": 5}, "sgd": {"epochs": 100}},
+    # correlation population: optimizer x learning-rate factor x batch size (x seeds), ~20 effective epochs each
+    "population": {"optimizers": {"sgd": 20, "entropy-sgd": 1, "replicated-sgd": 7, "sam": 10},
+                   "lr_factors": (1.0, 0.3), "batch_sizes": (32, 128), "seeds": (0,)},
+    "flatness_samples": 500,
+    "measures": ("local-energy", "sharpness", "pac-bayes", "fisher-rao", "local-entropy"),
+}
+FULL = {
+    "dataset": "fashion-mnist",
+    "model": "small-lenet",
+    "samples": 4096,
+    "seeds": (0, 1),
+    # Sec. 5.2: Entropy-SGD 5 epochs (L=20) against Adam/SGD; here SGD at the same 100 effective epochs
+    "table1": {"entropy-sgd": {"epochs": 5}, "sgd": {"epochs": 100}},
+    "population": {"optimizers": {"sgd": 20, "entropy-sgd": 1, "replicated-sgd": 7, "sam": 10},
+                   "lr_factors": (1.0, 0.3), "batch_sizes": (32, 128), "seeds": (0, 1)},
+    "flatness_samples": 2000,
+    "measures": ("local-energy", "sharpness", "pac-bayes", "fisher-rao", "local-entropy"),
+}
+
+
+def plan(config: ReproduceConfig, settings: dict | None = None) -> Plan:
+    """The steps ``config`` asks for, in order, without running anything.
+
+    ``settings`` replaces entries of the scale's table (:data:`QUICK` / :data:`FULL`),
+    e.g. a smaller population; the runs directory should then differ from the default.
+    """
+    from landscape.train import DEFAULT_LR
+
+    settings = {**(QUICK if config.scale == "quick" else FULL), **(settings or {})}
+    dataset = config.dataset or settings["dataset"]
+    root = config.runs_dir
+    result = Plan()
+    wanted = TARGETS[:-1] if config.target == "all" else (config.target,)
+    device, data_dir = config.device, config.data_dir
+
+    missing = _dataset_available(dataset, data_dir) if dataset != "digits" else None
+    if missing:
+        result.skipped.append(f"{dataset}: {missing}")
+
+    def model_for(name: str) -> str:
+        return "small-mnistfc" if dataset == "digits" else name
+
+    def table1_runs() -> dict[str, list[Path]]:
+        model = model_for("small-mnistfc")
+        runs: dict[str, list[Path]] = {}
+        for optimizer, kwargs in settings["table1"].items():
+            for seed in settings["seeds"]:
+                run_dir = root / f"{model}-{optimizer}-s{seed}"
+                _train_step(result, "table1", run_dir, {"model": model, "dataset": dataset, "optimizer": optimizer,
+                                                        "seed": seed, **kwargs}, device, data_dir)
+                runs.setdefault(optimizer, []).append(run_dir)
+        return runs
+
+    if missing is None:
+        if "table1" in wanted:
+            table1_runs()
+        if "fig1" in wanted:
+            # Fig. 1: exact Hessian spectra at two SGD minima (small-lenet in the paper; small-mnistfc on 8x8 digits)
+            model = model_for("small-lenet")
+            for seed in settings["seeds"]:
+                run_dir = root / f"{model}-sgd-s{seed}"
+                _train_step(result, "fig1", run_dir, {"model": model, "dataset": dataset, "optimizer": "sgd",
+                                                      "seed": seed, **settings["table1"]["sgd"]}, device, data_dir)
+                _spectrum_step(result, "fig1", run_dir, "exact", device, data_dir, samples=settings["samples"])
+        if "fig3" in wanted:
+            model = model_for("small-mnistfc")
+            for seed in settings["seeds"]:
+                run_dir = root / f"{model}-sgd-s{seed}"
+                _train_step(result, "fig3", run_dir, {"model": model, "dataset": dataset, "optimizer": "sgd",
+                                                      "seed": seed, **settings["table1"]["sgd"]}, device, data_dir)
+                _spectrum_step(result, "fig3", run_dir, "exact", device, data_dir, samples=settings["samples"])
+            first = root / f"{model}-sgd-s{settings['seeds'][0]}"
+            _spectrum_step(result, "fig3", first, "lanczos", device, data_dir, samples=settings["samples"], k=20)
+            _spectrum_step(result, "fig3", first, "slq", device, data_dir, samples=settings["samples"])
+            _spectrum_step(result, "fig3", first, "fisher-diag", device, data_dir, samples=settings["samples"])
+        if "correlation" in wanted:
+            population = settings["population"]
+            model = model_for("small-mnistfc")
+            for optimizer, epochs in population["optimizers"].items():
+                for factor in population["lr_factors"]:
+                    lr = DEFAULT_LR[optimizer] * factor
+                    for batch in population["batch_sizes"]:
+                        for seed in population["seeds"]:
+                            run_dir = root / "population" / f"{optimizer}-lr{lr:g}-b{batch}-s{seed}"
+                            _train_step(result, "correlation", run_dir,
+                                        {"model": model, "dataset": dataset, "optimizer": optimizer, "lr": lr,
+                                         "batch_size": batch, "seed": seed, "epochs": epochs}, device, data_dir)
+                            for measure in settings["measures"]:
+                                options = {"data_samples": settings["flatness_samples"]}
+                                if measure == "local-entropy":
+                                    # Laplace from SLQ + CG (Sec. 4.1's saddle point), the scopes of Fig. 2
+                                    options.update(method="laplace", gammas=(1.0, 10.0, 100.0))
+                                _flatness_step(result, "correlation", run_dir, measure, device, data_dir, **options)
+    if "fig2" in wanted:
+        from landscape.flatness.fig2 import write_fig2
+
+        fig_dir = root / "fig2"
+        result.steps.append(Step("fig2", "fig2", f"python -c \"from landscape.flatness.fig2 import write_fig2; "
+                                                 f"write_fig2('{fig_dir}')\"",
+                                 lambda: write_fig2(fig_dir), lambda: (fig_dir / "fig2.json").exists(), fig_dir))
+        result.report_dirs.append(fig_dir)
+    return result
+
+
+def reproduce(config: ReproduceConfig, *, log: Callable[[str], None] = print, dry_run: bool = False,
+              settings: dict | None = None) -> Path | None:
+    """Run (or with ``dry_run`` only list) the plan, then write ``config.out/index.html``."""
+    from landscape.report import build_report
+
+    the_plan = plan(config, settings)
+    for reason in the_plan.skipped:
+        log(f"skipped: {reason}")
+    todo = [s for s in the_plan.steps if not s.done()]
+    log(f"{len(the_plan.steps)} steps, {len(the_plan.steps) - len(todo)} already done, {len(todo)} to run "
+        f"(runs in {config.runs_dir})")
+    if dry_run:
+        for step in the_plan.steps:
+            log(f"  [{'done' if step.done() else 'todo'}] {step.target}: {step.command}")
+        return None
+    start = time.perf_counter()
+    timings = []
+    i = 0
+    for step in the_plan.steps:
+        # asked again now: a training step that just ran makes the measurements of its old checkpoint stale
+        if step.done():
+            continue
+        i += 1
+        todo_left = max(len(todo), i)
+        t0 = time.perf_counter()
+        where = f" ({step.run_dir})" if step.run_dir else ""
+        log(f"[{i}/{todo_left}] {step.target}: {step.name}{where}")
+        step.run()
+        timings.append({"step": step.command, "wall_s": time.perf_counter() - t0})
+        elapsed = time.perf_counter() - start
+        log(f"    done in {timings[-1]['wall_s']:.1f} s; {elapsed:.0f} s elapsed, about "
+            f"{elapsed / i * (todo_left - i):.0f} s to go")
+    manifest = {
+        "config": dataclasses.asdict(config), "steps": [{"target": s.target, "command": s.command}
+                                                          for s in the_plan.steps],
+        "skipped": the_plan.skipped, "timings": timings, "wall_s": time.perf_counter() - start,
+    }
+    config.runs_dir.mkdir(parents=True, exist_ok=True)
+    write_json(config.runs_dir / "reproduce.json", manifest)
+    if not the_plan.report_dirs:
+        raise LandscapeError("Nothing to report: every target was skipped (see the lines above).")
+    command = f"landscape reproduce {config.target} --scale {config.scale} --out {config.out}"
+    extra = {"commands": [command] + [s.command for s in the_plan.steps], "skipped": the_plan.skipped}
+    path = build_report([str(p) for p in the_plan.report_dirs], config.out,
+                        title=f"landscape reproduce {config.target} ({config.scale})", log=log, extra=extra)
+    log(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
+    return path

@@ -1,0 +1,102 @@
+"""The figures draw the data they are given: checked on the artists, against known inputs."""
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from landscape.plots import (draw_correlation, draw_diagonal, draw_eigenspectrum, draw_local_energy,
+                             draw_training_curves, new_figure, seed_band, svg_bytes)
+
+
+def _hist_total(ax) -> float:
+    """Sum of the bar heights of step histograms drawn on ``ax`` (one Polygon per run)."""
+    totals = []
+    for patch in ax.patches:
+        xy = patch.get_xy()
+        # a step polygon visits (edge, height) pairs: heights are the y of every other vertex
+        heights = xy[1:-1:2, 1]
+        totals.append(heights.sum())
+    return totals
+
+
+def test_eigenspectrum_counts_and_annotations():
+    # 100 eigenvalues: 70 at |lambda| < 1e-5, 10 in the window, 15 positive and 5 negative tail values
+    lam = np.concatenate([np.full(70, 1e-7), np.linspace(-0.004, 0.004, 10), np.linspace(0.5, 1.0, 15),
+                          np.linspace(-0.3, -0.1, 5)])
+    fig, ax = new_figure()
+    draw_eigenspectrum(ax, [lam], ["sgd"], center_width=0.01)
+    central = _hist_total(ax)
+    assert central == [80]
+    insets = [child for child in ax.child_axes]
+    assert len(insets) == 2
+    negative, positive = insets
+    assert _hist_total(negative) == [5] and _hist_total(positive) == [15]
+    text = "\n".join(t.get_text() for t in ax.texts)
+    assert "|λ|<1e-5: 70.0%" in text and "|λ|<1e-4: 70.0%" in text  # the 10 window values are >= 4/9e-3
+    assert "λmax=1" in text and "λmin=-0.3" in text
+    svg = svg_bytes(fig)
+    assert svg.startswith(b"<svg") and b"http://www.w3.org/2000/svg" in svg  # namespace only, no metadata
+    assert b"<metadata>" not in svg and b"creativecommons" not in svg
+
+
+def test_eigenspectrum_rejects_empty_and_mismatched_labels():
+    fig, ax = new_figure()
+    with pytest.raises(ValueError):
+        draw_eigenspectrum(ax, [np.array([])])
+    with pytest.raises(ValueError):
+        draw_eigenspectrum(ax, [np.ones(3), np.ones(3)], ["one"])
+
+
+def test_seed_band_uses_common_x_and_min_max():
+    a = [{"effective_epochs": 0, "test_error": 0.9}, {"effective_epochs": 20, "test_error": 0.1},
+         {"effective_epochs": 40, "test_error": 0.05}]
+    b = [{"effective_epochs": 0, "test_error": 0.8}, {"effective_epochs": 20, "test_error": 0.3}]  # stopped early
+    xs, mean, low, high, n = seed_band([a, b], "test_error")
+    np.testing.assert_allclose(xs, [0, 20])
+    np.testing.assert_allclose(mean, [0.85, 0.2])
+    np.testing.assert_allclose(low, [0.8, 0.1])
+    np.testing.assert_allclose(high, [0.9, 0.3])
+    assert n == 2
+
+
+def test_training_curves_plot_percent_against_effective_epochs():
+    rows = [{"epoch": e, "effective_epochs": 20.0 * e, "val_error": 0.5 / (e + 1)} for e in range(4)]
+    fig, ax = new_figure()
+    draw_training_curves(ax, {"entropy-sgd": [rows]}, "val_error")
+    (line,) = ax.get_lines()
+    np.testing.assert_allclose(line.get_xdata(), [20, 40, 60])  # epoch 0 left out
+    np.testing.assert_allclose(line.get_ydata(), [25.0, 50 / 3, 12.5])
+    assert ax.get_xlabel() == "effective epochs"
+
+
+def test_local_energy_draws_delta_with_stderr():
+    result = {"sigmas": [0.0, 0.1, 0.2], "noise": "multiplicative",
+              "delta": {"train": {"loss": [0.0, 0.01, 0.04]}}, "stderr": {"train": {"loss": [0.0, 0.001, 0.002]}}}
+    fig, ax = new_figure()
+    draw_local_energy(ax, {"sgd": result})
+    line = ax.get_lines()[0]
+    np.testing.assert_allclose(line.get_ydata(), [0.0, 0.01, 0.04])
+    assert "w(1+σz)" in ax.get_xlabel()
+
+
+def test_correlation_title_has_kendall_tau():
+    fig, ax = new_figure()
+    draw_correlation(ax, [1.0, 2.0, 3.0, 4.0], [0.1, 0.2, 0.4, 0.3], name="λmax", labels=["sgd", "sgd", "sam", "sam"])
+    assert "Kendall τ = +0.67" in ax.get_title()  # 5 concordant, 1 discordant of 6 pairs
+    offsets = np.concatenate([c.get_offsets() for c in ax.collections])
+    np.testing.assert_allclose(sorted(offsets[:, 1]), [10, 20, 30, 40])  # errors in percent
+
+
+def test_diagonal_counts_zero_entries():
+    fig, ax = new_figure()
+    draw_diagonal(ax, [np.array([0.0, 0.0, 1e-3, 1e-2])], ["sgd"])
+    assert "50.0% exactly 0" in ax.get_legend().get_texts()[0].get_text()
+    assert _hist_total(ax) == [2]
+
+
+def test_new_figure_is_not_registered_with_pyplot():
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    fig, _ = new_figure()
+    assert isinstance(fig, Figure) and plt.get_fignums() == before

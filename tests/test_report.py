@@ -1,0 +1,136 @@
+"""``landscape report``: one self-contained HTML file whose numbers come from the run's files.
+
+The browser test renders the report in headless Chromium (Debian's package, installed by
+`make test` where missing), checks that every figure decoded and that the page made no
+request beyond its own file, and keeps a screenshot in tests/artifacts/.
+"""
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from digits_reference import train_tiny_digits_run
+from landscape.cli.app import app
+from landscape.errors import LandscapeError
+from landscape.flatness.stage import FlatnessConfig, compute_flatness
+from landscape.report import build_report
+from landscape.report.render import num, pct
+from landscape.spectrum import SpectrumConfig, compute_spectrum
+
+ARTIFACTS = Path(os.environ.get("LANDSCAPE_TEST_ARTIFACTS", Path(__file__).parent / "artifacts"))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A real tiny run (310 parameters) with an exact spectrum, SLQ and the local energy."""
+    root = tmp_path_factory.mktemp("report")
+    run = train_tiny_digits_run(root / "tiny <i>adam", epochs=2)
+    compute_spectrum(SpectrumConfig(checkpoint=str(run / "checkpoint.pt"), method="exact", samples=300,
+                                    device="cpu"), progress=False)
+    compute_spectrum(SpectrumConfig(checkpoint=str(run / "checkpoint.pt"), method="slq", samples=300, num_probes=3,
+                                    num_iters=30, device="cpu"), progress=False)
+    compute_flatness(FlatnessConfig(checkpoint=str(run / "checkpoint.pt"), measure="local-energy", data_samples=200,
+                                    samples=4, sigmas=(0.0, 0.1, 0.3), device="cpu"))
+    return run
+
+
+@pytest.fixture(scope="module")
+def report(run_dir):
+    return build_report([str(run_dir)], run_dir.parent / "reports" / "tiny", title="tiny report")
+
+
+def test_report_is_one_self_contained_file(report):
+    html = report.read_text(encoding="utf-8")
+    assert [p.name for p in report.parent.iterdir()] == ["index.html"]
+    sources = re.findall(r'(?:src|href)="([^"]*)"', html)
+    assert sources, "the report has no figures"
+    for source in sources:
+        assert source.startswith(("data:image/svg+xml;base64,", "#")), source[:60]
+    assert "url(" not in html and "@import" not in html and "<link" not in html and "<script" not in html
+    alts = re.findall(r'<img src="[^"]*" alt="([^"]*)"', html)
+    assert alts == ["training curves", "eigenspectrum small-mnistfc digits", "SLQ density tiny &lt;i&gt;adam",
+                    "local energy curves"]
+
+
+def test_report_numbers_come_from_the_result_files(run_dir, report):
+    html = report.read_text(encoding="utf-8")
+    spectrum = json.loads((run_dir / "spectrum-exact" / "spectrum.json").read_text())
+    eigenvalues = np.load(run_dir / "spectrum-exact" / "spectrum.npz")["eigenvalues"]
+    assert spectrum["lambda_max"] == eigenvalues.max()
+    assert f"<td>{num(spectrum['lambda_max'])}</td>" in html
+    assert f"<td>{num(spectrum['lambda_min'])}</td>" in html
+    assert pct(spectrum["fraction_abs_below"]["1e-4"], 1) in html
+    final = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    assert f"<td>{pct(final['test_error'])}</td>" in html
+    energy = json.loads((run_dir / "flatness-local-energy.json").read_text())
+    assert num(energy["delta"]["train"]["loss"][-1]) in html
+
+
+def test_report_escapes_what_users_named(report):
+    html = report.read_text(encoding="utf-8")
+    assert "tiny &lt;i&gt;adam" in html and "<i>adam" not in html
+
+
+def test_report_cli_and_its_errors(run_dir, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", str(run_dir), "--out", str(tmp_path / "r"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r" / "index.html").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["report", str(empty), "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 2 and "holds no run" in result.output and "Traceback" not in result.output
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    (broken / "spectrum-exact" / "spectrum.json").write_text("{not json")
+    with pytest.raises(LandscapeError, match="not valid JSON"):
+        build_report([str(broken)], tmp_path / "r3")
+
+
+def _chromium() -> str | None:
+    for candidate in (os.environ.get("LANDSCAPE_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                      shutil.which("chromium-browser")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def test_report_renders_in_headless_chromium(report):
+    chromium = _chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if chromium is None or sync_playwright is None:
+        message = "headless Chromium and playwright are needed: `make test` installs both (Debian's chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    requests = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(report.resolve().as_uri(), wait_until="load")
+            images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.alt])")
+            headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert len(images) == 4
+    for complete, width, alt in images:
+        assert complete and width > 0, f"figure '{alt}' did not load"
+    external = [url for url in requests if not url.startswith(("file:", "data:"))]
+    assert external == [], external
+    assert any("Spectra" in h for h in headings) and any("Training" in h for h in headings)
+    assert (ARTIFACTS / "report.png").stat().st_size > 10_000

@@ -1,0 +1,91 @@
+"""``landscape reproduce``: the plan, the skipping of finished work, resuming, and the report at the end.
+
+The real quick scale takes a few minutes (it is the README's main job); here the same
+code runs with a population and budgets shrunk through ``settings``.
+"""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from landscape.cli.app import app
+from landscape.errors import LandscapeError
+from landscape.reproduce import ReproduceConfig, plan, reproduce
+
+TINY = {
+    "samples": 200,
+    "seeds": (0, 1),
+    "table1": {"entropy-sgd": {"epochs": 1, "model_kwargs": {"hidden": 4}},
+               "sgd": {"epochs": 2, "model_kwargs": {"hidden": 4}}},
+    "population": {"optimizers": {"sgd": 1, "sam": 1}, "lr_factors": (1.0,), "batch_sizes": (64,), "seeds": (0,)},
+    "flatness_samples": 100,
+    "measures": ("local-energy",),
+}
+
+
+def test_quick_plan_shares_runs_between_targets(tmp_path):
+    steps = plan(ReproduceConfig(target="all", scale="quick", runs=str(tmp_path))).steps
+    trains = [s for s in steps if s.name == "train"]
+    # table1: 2 optimizers x 2 seeds; fig1/fig3 reuse table1's SGD runs; population: 4 x 2 x 2
+    assert len(trains) == 4 + 16
+    assert len({s.run_dir for s in trains}) == len(trains)
+    exact = [s for s in steps if s.name == "spectrum exact"]
+    assert sorted(s.run_dir.name for s in exact) == ["small-mnistfc-sgd-s0", "small-mnistfc-sgd-s1"]
+    assert [s.target for s in steps].count("fig2") == 1
+    # every step names a command a user could type
+    assert all(s.command.startswith(("landscape ", "python -c")) for s in steps)
+
+
+def test_missing_dataset_is_reported_as_skipped(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANDSCAPE_DATA", str(tmp_path / "nothing"))
+    the_plan = plan(ReproduceConfig(target="table1", scale="full", runs=str(tmp_path), dataset="mnist",
+                                    data_dir=str(tmp_path / "nothing")))
+    assert the_plan.steps == [] and len(the_plan.skipped) == 1
+    assert the_plan.skipped[0].startswith("mnist: ")
+    with pytest.raises(LandscapeError, match="Nothing to report"):
+        reproduce(ReproduceConfig(target="table1", scale="full", runs=str(tmp_path), dataset="mnist",
+                                  data_dir=str(tmp_path / "nothing"), out=str(tmp_path / "r")), log=lambda m: None)
+
+
+def test_reproduce_runs_skips_finished_steps_and_resumes(tmp_path):
+    config = ReproduceConfig(target="correlation", scale="quick", runs=str(tmp_path / "runs"),
+                             out=str(tmp_path / "report"), device="cpu")
+    lines = []
+    path = reproduce(config, log=lines.append, settings=TINY)
+    assert path.exists() and "Flatness" in path.read_text(encoding="utf-8")
+    assert any("2 steps" not in line and "4 to run" in line for line in lines)
+    manifest = json.loads((tmp_path / "runs" / "reproduce.json").read_text())
+    assert len(manifest["timings"]) == 4  # two trainings, two local-energy measurements
+    # a second call does nothing but the report
+    lines.clear()
+    reproduce(config, log=lines.append, settings=TINY)
+    assert any("4 already done, 0 to run" in line for line in lines)
+    # a lost result is recomputed, and only it
+    (tmp_path / "runs" / "population" / "sam-lr0.1-b64-s0" / "flatness-local-energy.json").unlink()
+    lines.clear()
+    reproduce(config, log=lines.append, settings=TINY)
+    assert any("3 already done, 1 to run" in line for line in lines)
+    # a run cut short after its first epoch continues instead of starting over
+    run = tmp_path / "runs" / "population" / "sgd-lr0.1-b64-s0"
+    config2 = ReproduceConfig(target="correlation", scale="quick", runs=str(tmp_path / "runs"),
+                              out=str(tmp_path / "report"), device="cpu")
+    longer = {**TINY, "population": {**TINY["population"], "optimizers": {"sgd": 2, "sam": 1}}}
+    rows_before = (run / "metrics.jsonl").read_text().splitlines()
+    lines.clear()
+    reproduce(config2, log=lines.append, settings=longer)
+    # the longer run, then the measurement of its new checkpoint; nothing else
+    assert any("3 already done, 1 to run" in line for line in lines)
+    assert [line.split("] ")[1] for line in lines if line.startswith("[")] == [
+        "correlation: train (%s)" % run, "correlation: flatness local-energy (%s)" % run]
+    rows_after = (run / "metrics.jsonl").read_text().splitlines()
+    assert rows_after[: len(rows_before)] == rows_before and json.loads(rows_after[-1])["epoch"] == 2
+
+
+def test_reproduce_cli_dry_run_lists_steps(tmp_path):
+    result = CliRunner().invoke(app, ["reproduce", "fig1", "--dry-run", "--runs", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "[todo] fig1: landscape train --model small-mnistfc --dataset digits --optimizer sgd" in result.output
+    assert "[todo] fig1: landscape spectrum" in result.output and "--method exact" in result.output
+    result = CliRunner().invoke(app, ["reproduce", "fig9"])
+    assert result.exit_code == 2
