@@ -86,6 +86,14 @@ def test_report_cli_and_its_errors(run_dir, tmp_path):
     empty.mkdir()
     result = runner.invoke(app, ["report", str(empty), "--out", str(tmp_path / "r2")])
     assert result.exit_code == 2 and "holds no run" in result.output and "Traceback" not in result.output
+    # a study folder: runs one and two levels down are found, the runs' own spectrum folders are not runs
+    study = tmp_path / "study"
+    shutil.copytree(run_dir, study / "a")
+    shutil.copytree(run_dir, study / "population" / "b")
+    from landscape.report import collect
+
+    runs, figs = collect([str(study), str(study / "a")])  # given twice: read once
+    assert sorted(r.name for r in runs) == ["a", "b"] and figs == []
     broken = tmp_path / "broken"
     shutil.copytree(run_dir, broken)
     (broken / "spectrum-exact" / "spectrum.json").write_text("{not json")

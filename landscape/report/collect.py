@@ -4,8 +4,9 @@ A run directory (``landscape train``) holds ``config.json``, ``metrics.jsonl`` a
 checkpoint; later stages add ``spectrum-<method>/spectrum.{npz,json}`` and
 ``flatness-<measure>.json``. A Fig. 2 directory (``fig2.npz`` + ``fig2.json``, written by
 :func:`landscape.flatness.fig2.write_fig2`) is accepted beside runs. A directory holding
-neither but containing run directories is expanded to them, so ``landscape report
-runs/study`` reads a whole study.
+neither is searched for run directories (up to :data:`MAX_DEPTH` levels down: a
+run's own ``spectrum-*`` folders are never mistaken for runs), so ``landscape report
+runs/quick`` reads a whole study.
 
 Arrays are read with ``np.load(allow_pickle=False)`` and JSON with the standard parser:
 reading a report's inputs cannot run code.
@@ -22,6 +23,8 @@ from typing import Iterable
 import numpy as np
 
 from landscape.errors import LandscapeError
+
+MAX_DEPTH = 3  # how far below a given folder runs are looked for
 
 __all__ = ["RunArtifacts", "Fig2Artifacts", "collect", "flatness_scalars", "run_label"]
 
@@ -131,17 +134,26 @@ def collect(paths: Iterable[str | Path]) -> tuple[list[RunArtifacts], list[Fig2A
             return True
         return False
 
+    def expand(path: Path, depth: int) -> bool:
+        """Add ``path`` or the runs below it (a study folder holds runs and sub-studies)."""
+        if add(path):
+            return True
+        if depth >= MAX_DEPTH:
+            return False
+        found = False
+        for child in sorted(path.iterdir()):
+            if child.is_dir() and not child.name.startswith(".") and expand(child, depth + 1):
+                found = True
+        return found
+
     for raw in paths:
         path = Path(raw)
         if not path.is_dir():
             raise LandscapeError(f"{path} is not a directory: pass run directories written by `landscape train` "
                                  "(or a folder that contains them).")
-        if add(path):
-            continue
-        children = [c for c in sorted(path.iterdir()) if c.is_dir() and add(c)]
-        if not children:
+        if not expand(path, depth=0):
             raise LandscapeError(f"{path} holds no run: expected config.json (from `landscape train`) or "
-                                 "fig2.json + fig2.npz, there or one level below.")
+                                 f"fig2.json + fig2.npz, there or up to {MAX_DEPTH} levels below.")
     return runs, figs
 
 
