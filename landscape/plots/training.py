@@ -51,7 +51,8 @@ def seed_band(runs: Sequence[Sequence[dict]], metric: str, x: str = "effective_e
 
 @styled
 def draw_training_curves(ax: Axes, groups: Mapping[str, Sequence[Sequence[dict]]], metric: str = "val_error", *,
-                         x: str = "effective_epochs", log_y: bool | None = None, skip_initial: bool = True) -> Axes:
+                         x: str = "effective_epochs", log_y: bool | None = None, skip_initial: bool = True,
+                         legend: bool = True) -> Axes:
     """One mean curve (and min-max band over seeds) per group, against ``x``.
 
     ``groups`` maps a label (e.g. "entropy-sgd") to the metrics rows of each seed's run.
@@ -76,6 +77,6 @@ def draw_training_curves(ax: Axes, groups: Mapping[str, Sequence[Sequence[dict]]
     ax.set_ylabel(METRIC_LABELS.get(metric, metric.replace("_", " ")))
     if log_y if log_y is not None else metric.endswith("_loss"):
         ax.set_yscale("log")
-    if drawn:
+    if drawn and legend:
         ax.legend()
     return ax

@@ -93,7 +93,8 @@ def _groups(runs: list[RunArtifacts]) -> dict[str, list[RunArtifacts]]:
         if twins:
             mine = dict(key)
             differing = sorted({name for k in twins for name, v in dict(k).items() if mine.get(name) != v})
-            label += " (" + ", ".join(f"{name}={mine.get(name, '–')}" for name in differing[:3]) + ")"
+            shown = {name: mine.get(name, "–") for name in differing[:3]}
+            label += " (" + ", ".join(f"{name}={'default' if v == 'null' else v}" for name, v in shown.items()) + ")"
         labels[key] = label
     return {labels[key]: members for key, members in by_key.items()}
 
@@ -131,14 +132,17 @@ def _training_section(runs: list[RunArtifacts]) -> dict | None:
             "effective_epochs": members[0].final.get("effective_epochs"),
             "epochs": members[0].final.get("epoch"),
         })
-    shown = sorted(groups, key=lambda g: (-len(groups[g]), g))[:MAX_CURVES]
+    # seeds repeated = a comparison someone designed (Table 1); a one-seed population is the table's business
+    repeated = [g for g in groups if len(groups[g]) > 1]
+    shown = sorted(repeated or groups, key=lambda g: (-len(groups[g]), g))[:MAX_CURVES]
     curves = {label: [m.metrics for m in groups[label]] for label in shown}
+    table.sort(key=lambda row: (-row["seeds"], row["label"]))
     metrics = [m for m in ("train_loss", "val_error", "test_error") if any(m in r for g in curves.values()
                                                                                 for rows in g for r in rows)]
     fig, axes = new_figure(1, len(metrics), width=3.6 * len(metrics), height=3.2)
-    for ax, metric in zip(np.atleast_1d(axes), metrics):
-        draw_training_curves(ax, curves, metric)
-    note = "" if len(groups) <= MAX_CURVES else f" {len(groups) - MAX_CURVES} more configurations are in the table only."
+    for i, (ax, metric) in enumerate(zip(np.atleast_1d(axes), metrics)):
+        draw_training_curves(ax, curves, metric, legend=i == 0)
+    note = "" if len(shown) == len(groups) else f" {len(groups) - len(shown)} more configurations are in the table only."
     caption = ("Training curves against effective epochs (gradient evaluations × batch / training-set size, "
                "paper Sec. 5.2): mean over seeds, band = lowest to highest seed." + note)
     return {"figure": _figure(fig, caption, "training curves"), "table": table}
@@ -225,25 +229,34 @@ def _flatness_section(runs: list[RunArtifacts]) -> dict | None:
     if not any(r.flatness for r in runs):
         return None
     figures = []
-    energies = {run_label(r): r.flatness["local-energy"] for r in runs if "local-energy" in r.flatness}
+    with_energy = [r for r in runs if "local-energy" in r.flatness]
+    labels = [run_label(r) for r in with_energy]
+    if len(set(labels)) < len(labels):  # e.g. a population at one seed: the run names tell them apart
+        labels = [f"{r.config.get('optimizer')} · {r.name}" for r in with_energy]
+    energies = {label: r.flatness["local-energy"] for label, r in zip(labels, with_energy)}
     if energies:
         shown = dict(list(energies.items())[:MAX_CURVES])
         fig, axes = new_figure(1, 2, width=9.0, height=3.3)
         draw_local_energy(axes[0], shown, split="train", metric="loss")
         test_split = "test" if all("test" in e.get("delta", {}) for e in shown.values()) else "train"
         draw_local_energy(axes[1], shown, split=test_split, metric="error")
+        more = f" The first {len(shown)} of {len(energies)} runs are drawn; the table has all." if len(shown) < len(
+            energies) else ""
         figures.append(_figure(fig, "Local energy ΔE(σ): mean increase of the loss / error under weight noise, "
-                                    "± standard error over noise draws.", "local energy curves"))
+                                    "± standard error over noise draws." + more, "local energy curves"))
     names: list[str] = []
+    invariant: dict[str, bool] = {}
     per_run = []
     for run in runs:
         scalars = flatness_scalars(run)
         per_run.append({"run": run.name, "label": run_label(run), "scalars": scalars})
         names += [n for n in scalars if n not in names]
+        for n, item in scalars.items():
+            invariant.setdefault(n, bool(item["invariant"]))
     entropy = [{"run": r.name, **{k: r.flatness["local-entropy"].get(k) for k in
                                   ("gammas", "estimates", "stderrs", "method", "beta", "n", "wall_s")}}
                for r in runs if "local-entropy" in r.flatness]
-    return {"figures": figures, "names": names, "per_run": per_run, "entropy": entropy}
+    return {"figures": figures, "names": names, "invariant": invariant, "per_run": per_run, "entropy": entropy}
 
 
 def _correlation_section(runs: list[RunArtifacts], min_models: int = 4) -> dict | None:
