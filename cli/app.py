@@ -579,6 +579,7 @@ def reproduce(
     runs: Optional[Path] = typer.Option(None, "--runs", help="Where the runs go [default: runs/<name of --out>]."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Override the scale's dataset."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where dataset files live."),
+    text: Optional[Path] = typer.Option(None, "--text", help="UTF-8 text for char-lstm (full scale, Fig. 3b)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda, cuda:N."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the steps (done / to do) and stop."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
@@ -589,7 +590,8 @@ def reproduce(
     def go():
         config = ReproduceConfig(target=target.value, scale=scale.value, out=str(out),
                                  runs=None if runs is None else str(runs), dataset=dataset,
-                                 data_dir=None if data_dir is None else str(data_dir), device=device)
+                                 data_dir=None if data_dir is None else str(data_dir), device=device,
+                                 text=None if text is None else str(text))
         log = (lambda msg: None) if quiet else (
             lambda msg: err_console.print(msg, highlight=False, soft_wrap=True, markup=False))
         interrupt_hint[0] = lambda: "finished steps are kept; run the same command again to continue."

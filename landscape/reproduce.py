@@ -80,6 +80,13 @@ class Plan:
 
 # ------------------------------------------------------------------ building blocks
 
+def _flag_value(value) -> str:
+    """How the CLI spells a setting: lists comma-separated (``--lr-milestones 30,60,90``)."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
 def _train_step(plan: Plan, target: str, run_dir: Path, config_kwargs: dict, device: str, data_dir) -> Path:
     from landscape.train import TrainConfig, train
 
@@ -96,7 +103,7 @@ def _train_step(plan: Plan, target: str, run_dir: Path, config_kwargs: dict, dev
         partial = (run_dir / "checkpoint.pt").exists() and (run_dir / "config.json").exists()
         train(config, resume=partial, progress=False)
 
-    options = " ".join([f"--{k.replace('_', '-')} {v}" for k, v in config_kwargs.items()
+    options = " ".join([f"--{k.replace('_', '-')} {_flag_value(v)}" for k, v in config_kwargs.items()
                         if k not in ("model", "dataset", "optimizer", "model_kwargs")]
                        + [f"--model-arg {k}={v}" for k, v in config_kwargs.get("model_kwargs", {}).items()])
     command = (f"landscape train --model {config.model} --dataset {config.dataset} --optimizer {config.optimizer} "
@@ -176,13 +183,54 @@ FULL = {
     "model": "small-lenet",
     "samples": 4096,
     "seeds": (0, 1),
-    # Sec. 5.2: Entropy-SGD 5 epochs (L=20) against Adam/SGD; here SGD at the same 100 effective epochs
-    "table1": {"entropy-sgd": {"epochs": 5}, "sgd": {"epochs": 100}},
+    # Fig. 1 / 3a: SGD minima of small-lenet / small-mnistfc (the paper does not give their schedule)
+    "spectrum_training": {"optimizer": "sgd", "epochs": 50},
+    # Table 1 / Fig. 4 (Sec. 5.2): Adam 100 epochs, lr 1e-3 divided by 5 every 30 epochs, against
+    # Entropy-SGD 5 epochs with L=20, eta=1 divided by 10 after epoch 2, eta'=0.1, noise 1e-3,
+    # gamma0=1e-4 growing by 1.001 per update, Nesterov momentum in both loops
+    "table1_models": ("mnistfc", "lenet"),
+    "table1": {
+        "adam": {"epochs": 100, "lr": 1e-3, "lr_milestones": (30, 60, 90), "lr_decay": 0.2},
+        "entropy-sgd": {"epochs": 5, "L": 20, "lr": 1.0, "lr_milestones": (2,), "lr_decay": 0.1, "sgld_lr": 0.1,
+                        "noise": 1e-3, "gamma": 1e-4, "scoping": 1e-3},
+    },
     "population": {"optimizers": {"sgd": 20, "entropy-sgd": 1, "replicated-sgd": 7, "sam": 10},
                    "lr_factors": (1.0, 0.3), "batch_sizes": (32, 128), "seeds": (0, 1)},
     "flatness_samples": 2000,
     "measures": ("local-energy", "sharpness", "pac-bayes", "fisher-rao", "local-entropy"),
+    # Fig. 3b (Sec. 5.4.2): char-lstm trained with Adam, lr 2e-3; Fig. 3c: All-CNN-BN diagonal Fisher
+    "char_lstm": {"optimizer": "adam", "epochs": 10, "lr": 2e-3, "seq_len": 50},
+    "all_cnn": {"optimizer": "sgd", "epochs": 20, "lr": 0.1, "preprocess": "gcn-zca"},
 }
+
+
+def _fig3_full(result: Plan, config: ReproduceConfig, settings: dict, root: Path) -> None:
+    """Fig. 3b (char-lstm on a text file) and 3c (All-CNN-BN diagonal Fisher on CIFAR-10), when their data exist."""
+    device, data_dir = config.device, config.data_dir
+    if config.text is None:
+        result.skipped.append("fig3b (char-lstm): no text file given; pass --text FILE (any UTF-8 text; the paper "
+                              "used War and Peace, e.g. Project Gutenberg's pg2600.txt).")
+    elif not Path(config.text).is_file():
+        result.skipped.append(f"fig3b (char-lstm): the text file '{config.text}' does not exist.")
+    else:
+        kwargs = dict(settings["char_lstm"])
+        optimizer = kwargs.pop("optimizer")
+        for seed in settings["seeds"]:
+            run_dir = root / f"char-lstm-{optimizer}-s{seed}"
+            _train_step(result, "fig3", run_dir, {"model": "char-lstm", "dataset": f"text:{Path(config.text).resolve()}",
+                                                  "optimizer": optimizer, "seed": seed, **kwargs}, device, data_dir)
+            _spectrum_step(result, "fig3", run_dir, "exact", device, data_dir, samples=settings["samples"])
+    missing = _dataset_available("cifar10", data_dir)
+    if missing:
+        result.skipped.append(f"fig3c (All-CNN-BN Fisher): {missing}")
+        return
+    kwargs = dict(settings["all_cnn"])
+    optimizer = kwargs.pop("optimizer")
+    for seed in settings["seeds"]:
+        run_dir = root / f"all-cnn-bn-{optimizer}-s{seed}"
+        _train_step(result, "fig3", run_dir, {"model": "all-cnn-bn", "dataset": "cifar10", "optimizer": optimizer,
+                                              "seed": seed, **kwargs}, device, data_dir)
+        _spectrum_step(result, "fig3", run_dir, "fisher-diag", device, data_dir, samples=settings["samples"])
 
 
 def plan(config: ReproduceConfig, settings: dict | None = None) -> Plan:
@@ -207,39 +255,45 @@ def plan(config: ReproduceConfig, settings: dict | None = None) -> Plan:
     def model_for(name: str) -> str:
         return "small-mnistfc" if dataset == "digits" else name
 
-    def table1_runs() -> dict[str, list[Path]]:
-        model = model_for("small-mnistfc")
-        runs: dict[str, list[Path]] = {}
-        for optimizer, kwargs in settings["table1"].items():
-            for seed in settings["seeds"]:
-                run_dir = root / f"{model}-{optimizer}-s{seed}"
-                _train_step(result, "table1", run_dir, {"model": model, "dataset": dataset, "optimizer": optimizer,
-                                                        "seed": seed, **kwargs}, device, data_dir)
-                runs.setdefault(optimizer, []).append(run_dir)
-        return runs
+    def table1_runs() -> None:
+        for model in settings.get("table1_models", ("small-mnistfc",)):
+            model = model_for(model)
+            for optimizer, kwargs in settings["table1"].items():
+                for seed in settings["seeds"]:
+                    run_dir = root / f"{model}-{optimizer}-s{seed}"
+                    _train_step(result, "table1", run_dir, {"model": model, "dataset": dataset,
+                                                            "optimizer": optimizer, "seed": seed, **kwargs},
+                                device, data_dir)
+
+    spectrum_training = settings.get("spectrum_training", {"optimizer": "sgd", **settings["table1"].get("sgd", {})})
+
+    def sgd_minimum(target: str, model: str, seed: int) -> Path:
+        kwargs = dict(spectrum_training)
+        optimizer = kwargs.pop("optimizer")
+        run_dir = root / f"{model}-{optimizer}-s{seed}"
+        _train_step(result, target, run_dir, {"model": model, "dataset": dataset, "optimizer": optimizer,
+                                              "seed": seed, **kwargs}, device, data_dir)
+        return run_dir
 
     if missing is None:
         if "table1" in wanted:
             table1_runs()
         if "fig1" in wanted:
             # Fig. 1: exact Hessian spectra at two SGD minima (small-lenet in the paper; small-mnistfc on 8x8 digits)
-            model = model_for("small-lenet")
             for seed in settings["seeds"]:
-                run_dir = root / f"{model}-sgd-s{seed}"
-                _train_step(result, "fig1", run_dir, {"model": model, "dataset": dataset, "optimizer": "sgd",
-                                                      "seed": seed, **settings["table1"]["sgd"]}, device, data_dir)
+                run_dir = sgd_minimum("fig1", model_for("small-lenet"), seed)
                 _spectrum_step(result, "fig1", run_dir, "exact", device, data_dir, samples=settings["samples"])
         if "fig3" in wanted:
             model = model_for("small-mnistfc")
             for seed in settings["seeds"]:
-                run_dir = root / f"{model}-sgd-s{seed}"
-                _train_step(result, "fig3", run_dir, {"model": model, "dataset": dataset, "optimizer": "sgd",
-                                                      "seed": seed, **settings["table1"]["sgd"]}, device, data_dir)
+                run_dir = sgd_minimum("fig3", model, seed)
                 _spectrum_step(result, "fig3", run_dir, "exact", device, data_dir, samples=settings["samples"])
             first = root / f"{model}-sgd-s{settings['seeds'][0]}"
             _spectrum_step(result, "fig3", first, "lanczos", device, data_dir, samples=settings["samples"], k=20)
             _spectrum_step(result, "fig3", first, "slq", device, data_dir, samples=settings["samples"])
             _spectrum_step(result, "fig3", first, "fisher-diag", device, data_dir, samples=settings["samples"])
+            if config.scale == "full":
+                _fig3_full(result, config, settings, root)
         if "correlation" in wanted:
             population = settings["population"]
             model = model_for("small-mnistfc")
