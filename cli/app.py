@@ -575,7 +575,7 @@ def reproduce(
     target: Target = typer.Argument(..., help="Which result: fig1, fig2, fig3, table1, correlation or all."),
     scale: Scale = typer.Option(Scale.quick, "--scale", help="quick: minutes on 2 CPU cores on the embedded digits; "
                                                              "full: the paper's settings as far as this machine allows."),
-    out: Path = typer.Option(Path("reports/quick"), "--out", help="Folder for index.html."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for index.html [default: reports/SCALE]."),
     runs: Optional[Path] = typer.Option(None, "--runs", help="Where the runs go [default: runs/<name of --out>]."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Override the scale's dataset."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where dataset files live."),
@@ -588,7 +588,7 @@ def reproduce(
     from landscape.reproduce import ReproduceConfig, reproduce as run_reproduce
 
     def go():
-        config = ReproduceConfig(target=target.value, scale=scale.value, out=str(out),
+        config = ReproduceConfig(target=target.value, scale=scale.value, out=None if out is None else str(out),
                                  runs=None if runs is None else str(runs), dataset=dataset,
                                  data_dir=None if data_dir is None else str(data_dir), device=device,
                                  text=None if text is None else str(text))

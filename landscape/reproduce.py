@@ -41,7 +41,7 @@ SCALES = ("quick", "full")
 class ReproduceConfig:
     target: str = "all"
     scale: str = "quick"
-    out: str = "reports/quick"
+    out: str | None = None  # default: reports/<scale>
     runs: str | None = None  # default: runs/<name of out>
     dataset: str | None = None  # default per scale (digits / fashion-mnist)
     data_dir: str | None = None
@@ -55,8 +55,13 @@ class ReproduceConfig:
             raise LandscapeError(f"Unknown scale '{self.scale}': choose quick or full.")
 
     @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("reports") / self.scale
+
+    @property
     def runs_dir(self) -> Path:
-        return Path(self.runs) if self.runs else Path("runs") / Path(self.out).name
+        """Runs of different scales never share a folder: runs/<name of the report folder>."""
+        return Path(self.runs) if self.runs else Path("runs") / self.out_dir.name
 
 
 @dataclass
@@ -92,7 +97,24 @@ def _train_step(plan: Plan, target: str, run_dir: Path, config_kwargs: dict, dev
 
     config = TrainConfig(out=str(run_dir), device=device, data_dir=data_dir, **config_kwargs)
 
+    def check_same_run() -> None:
+        """A run directory that holds another configuration is never reused or resumed."""
+        saved_path = run_dir / "config.json"
+        if not saved_path.exists():
+            return
+        try:
+            saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            raise LandscapeError(f"{saved_path} is unreadable; delete {run_dir} or pass another --runs.") from None
+        wanted = json.loads(json.dumps(config.to_dict()))
+        for key in ("model", "dataset", "optimizer", "seed", "batch_size", "lr", "model_kwargs", "L", "gamma",
+                    "scoping", "lr_milestones", "lr_decay", "sgld_lr", "noise", "seq_len", "preprocess"):
+            if key in saved and saved.get(key) != wanted.get(key):
+                raise LandscapeError(f"{run_dir} holds a different run ({key} = {saved.get(key)!r}, this plan wants "
+                                     f"{wanted.get(key)!r}); pass another --runs folder or delete that run.")
+
     def finished() -> bool:
+        check_same_run()
         metrics = run_dir / "metrics.jsonl"
         if not (metrics.exists() and (run_dir / "checkpoint.pt").exists()):
             return False
@@ -340,6 +362,7 @@ def reproduce(config: ReproduceConfig, *, log: Callable[[str], None] = print, dr
         return None
     start = time.perf_counter()
     timings = []
+    failed_runs: set[Path] = set()
     i = 0
     for step in the_plan.steps:
         # asked again now: a training step that just ran makes the measurements of its old checkpoint stale
@@ -350,7 +373,18 @@ def reproduce(config: ReproduceConfig, *, log: Callable[[str], None] = print, dr
         t0 = time.perf_counter()
         where = f" ({step.run_dir})" if step.run_dir else ""
         log(f"[{i}/{todo_left}] {step.target}: {step.name}{where}")
-        step.run()
+        if step.run_dir is not None and step.run_dir in failed_runs:
+            the_plan.skipped.append(f"{step.command}: not run, the training of {step.run_dir} failed.")
+            log("    skipped: its training run failed")
+            continue
+        try:
+            step.run()
+        except LandscapeError as err:  # e.g. a population member whose loss diverged: record it, go on
+            the_plan.skipped.append(f"{step.command} failed: {err}")
+            log(f"    failed: {err}")
+            if step.name == "train" and step.run_dir is not None:
+                failed_runs.add(step.run_dir)
+            continue
         timings.append({"step": step.command, "wall_s": time.perf_counter() - t0})
         elapsed = time.perf_counter() - start
         log(f"    done in {timings[-1]['wall_s']:.1f} s; {elapsed:.0f} s elapsed, about "
@@ -364,9 +398,12 @@ def reproduce(config: ReproduceConfig, *, log: Callable[[str], None] = print, dr
     write_json(config.runs_dir / "reproduce.json", manifest)
     if not the_plan.report_dirs:
         raise LandscapeError("Nothing to report: every target was skipped (see the lines above).")
-    command = f"landscape reproduce {config.target} --scale {config.scale} --out {config.out}"
+    command = f"landscape reproduce {config.target} --scale {config.scale} --out {config.out_dir}"
     extra = {"commands": [command] + [s.command for s in the_plan.steps], "skipped": the_plan.skipped}
-    path = build_report([str(p) for p in the_plan.report_dirs], config.out,
+    report_dirs = [str(p) for p in the_plan.report_dirs if p not in failed_runs and p.exists()]
+    if not report_dirs:
+        raise LandscapeError("Nothing to report: every step failed or was skipped (see the lines above).")
+    path = build_report(report_dirs, config.out_dir,
                         title=f"landscape reproduce {config.target} ({config.scale})", log=log, extra=extra)
     log(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
     return path

@@ -59,3 +59,24 @@ def test_granulated_tau_separates_hyperparameters():
     assert result.psi["batch_size"] == pytest.approx(-1.0)
     assert result.groups == {"lr": 3, "batch_size": 3}
     assert result.overall == pytest.approx(0.0)
+
+
+def test_granulated_tau_counts_tied_groups_as_zero_like_eq4():
+    """Three batch-size groups: one ordered (+1), two whose errors tie: Eq. (4) gives (1 + 0 + 0) / 3."""
+    hyper = [{"lr": lr, "batch_size": b} for b in (32, 64, 128) for lr in (0.1, 1.0)]
+    measure = [1.0, 2.0, 1.0, 2.0, 1.0, 2.0]
+    error = [0.1, 0.2, 0.3, 0.3, 0.4, 0.4]
+    result = granulated_kendall(measure, error, hyper, varied=["lr"])
+    assert result.psi["lr"] == pytest.approx(1 / 3)
+    assert result.groups["lr"] == 3
+
+
+def test_granulated_tau_pools_seeds_into_one_group():
+    """Seeds are repeats: two optimizers x seeds that do not line up still form one optimizer group."""
+    hyper = [{"optimizer": "sgd"}, {"optimizer": "sgd"}, {"optimizer": "sam"}, {"optimizer": "sam"}]
+    measure = [3.0, 4.0, 1.0, 2.0]  # sgd sharper
+    error = [0.30, 0.40, 0.10, 0.20]  # and worse
+    result = granulated_kendall(measure, error, hyper)
+    assert set(result.psi) == {"optimizer"}
+    # one group of 4 models: all 6 pairs concordant
+    assert result.psi["optimizer"] == pytest.approx(1.0) and result.groups["optimizer"] == 1

@@ -100,3 +100,33 @@ def test_new_figure_is_not_registered_with_pyplot():
     before = plt.get_fignums()
     fig, _ = new_figure()
     assert isinstance(fig, Figure) and plt.get_fignums() == before
+
+
+def test_ritz_values_are_paired_with_the_nearest_exact_eigenvalue():
+    from landscape.plots import draw_ritz_values
+
+    exact = np.array([-0.35, -0.3, -0.21, 0.1, 0.7, 0.8, 2.1, 3.2])
+    fig, ax = new_figure()
+    draw_ritz_values(ax, np.array([-0.2101, -0.3499]), np.array([1e-6, 1e-6]), exact=exact)  # --which SA
+    exact_line = [line for line in ax.get_lines() if line.get_label() == "nearest exact eigenvalue"][0]
+    np.testing.assert_allclose(exact_line.get_ydata(), [-0.21, -0.35])
+
+
+def test_exact_histogram_is_normalised_by_all_eigenvalues_on_the_log_grid():
+    from landscape.plots import draw_density
+
+    exact = np.concatenate([np.zeros(60), np.full(40, 1e-2)])  # 60 exact zeros cannot go on a log axis
+    fig, ax = new_figure()
+    draw_density(ax, np.linspace(-3, -1, 5), np.zeros(5), scale="log", exact=exact, floor=1e-12)
+    (stairs,) = [p for p in ax.patches]
+    values, edges = stairs.get_data().values, stairs.get_data().edges
+    assert float(np.sum(values * np.diff(edges))) == pytest.approx(0.4)  # the 40% that are drawn
+    assert "60 with |λ| ≤ 1e-12 left out" in stairs.get_label()
+
+
+def test_groups_of_one_optimizer_get_different_line_styles():
+    rows = [{"epoch": e, "effective_epochs": e, "val_error": 0.1} for e in range(3)]
+    fig, ax = new_figure()
+    draw_training_curves(ax, {"sgd (lr=0.1)": [rows], "sgd (lr=0.01)": [rows]}, "val_error")
+    a, b = ax.get_lines()
+    assert a.get_color() == b.get_color() and a.get_linestyle() != b.get_linestyle()

@@ -101,6 +101,54 @@ def test_report_cli_and_its_errors(run_dir, tmp_path):
         build_report([str(broken)], tmp_path / "r3")
 
 
+@pytest.fixture(scope="module")
+def population(tmp_path_factory):
+    """Four real tiny runs (SGD at four learning rates) with their local energy."""
+    from landscape.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("population")
+    for lr in (0.01, 0.03, 0.1, 0.3):
+        out = root / f"sgd-lr{lr}"
+        train(TrainConfig(model="small-mnistfc", dataset="digits", optimizer="sgd", lr=lr, epochs=1, batch_size=64,
+                          out=str(out), device="cpu", model_kwargs={"hidden": 4}), progress=False)
+        compute_flatness(FlatnessConfig(checkpoint=str(out / "checkpoint.pt"), measure="local-energy",
+                                        data_samples=200, samples=4, sigmas=(0.0, 0.1, 0.3), device="cpu"))
+    return root
+
+
+def test_correlation_table_matches_the_statistics_of_the_files(population, tmp_path):
+    from landscape.flatness.correlation import granulated_kendall, kendall_tau_ci
+    from landscape.report.render import signed
+
+    path = build_report([str(population)], tmp_path / "corr")
+    html = path.read_text(encoding="utf-8")
+    runs = sorted(population.iterdir())
+    errors = [[json.loads(line) for line in (r / "metrics.jsonl").read_text().splitlines()][-1]["test_error"]
+              for r in runs]
+    values = [json.loads((r / "flatness-local-energy.json").read_text())["delta"]["train"]["loss"][2] for r in runs]
+    stats = kendall_tau_ci(values, errors)
+    row = html[html.index("local-energy ΔL_train σ=0.3 (multiplicative)</td>"):]
+    row = row[: row.index("</tr>")]
+    assert f"<td>{signed(stats.tau, 3)}</td>" in row
+    assert f"[{signed(stats.low)}, {signed(stats.high)}]" in row
+    # only lr varies (epochs, batch size, optimizer are shared; seeds would be pooled): psi_lr = tau-a over 4 models
+    psi = granulated_kendall(values, errors, [{"lr": str(lr)} for lr in (0.01, 0.03, 0.1, 0.3)]).psi["lr"]
+    assert "ψ lr" in html and f"<td>{num(psi, 3)}</td>" in row
+
+
+def test_unfinished_runs_and_incomplete_results_are_left_out_with_a_note(run_dir, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(run_dir, partial)
+    config = json.loads((partial / "config.json").read_text())
+    config["epochs"] = 5
+    (partial / "config.json").write_text(json.dumps(config))
+    np.savez(partial / "spectrum-slq" / "spectrum.npz", nodes=np.ones((2, 3)))  # no weights
+    html = build_report([str(partial)], tmp_path / "r").read_text(encoding="utf-8")
+    assert "partial stopped at epoch 2 of 5" in html and "(incomplete: epoch 2 of 5)" in html
+    assert "has no weights: left out." in html
+    assert "SLQ density" not in html
+
+
 def _chromium() -> str | None:
     for candidate in (os.environ.get("LANDSCAPE_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
                       shutil.which("chromium-browser")):

@@ -103,3 +103,26 @@ def test_reproduce_cli_dry_run_lists_steps(tmp_path):
     assert "[todo] fig1: landscape spectrum" in result.output and "--method exact" in result.output
     result = CliRunner().invoke(app, ["reproduce", "fig9"])
     assert result.exit_code == 2
+
+
+def test_a_run_folder_holding_another_configuration_is_not_reused(tmp_path):
+    config = ReproduceConfig(target="table1", scale="quick", runs=str(tmp_path / "runs"), out=str(tmp_path / "r"),
+                             device="cpu")
+    small = {**TINY, "seeds": (0,), "table1": {"sgd": {"epochs": 1, "model_kwargs": {"hidden": 4}}}}
+    reproduce(config, log=lambda m: None, settings=small)
+    other = {**small, "table1": {"sgd": {"epochs": 1, "model_kwargs": {"hidden": 4}, "lr": 0.5}}}
+    with pytest.raises(LandscapeError, match=r"holds a different run \(lr = None, this plan wants 0.5\)"):
+        reproduce(config, log=lambda m: None, settings=other)
+
+
+def test_a_diverging_member_is_recorded_and_the_rest_goes_on(tmp_path):
+    settings = {**TINY, "population": {"optimizers": {"sgd": 1}, "lr_factors": (1.0, 1e7), "batch_sizes": (64,),
+                                       "seeds": (0,)}}
+    lines = []
+    path = reproduce(ReproduceConfig(target="correlation", scale="quick", runs=str(tmp_path / "runs"),
+                                     out=str(tmp_path / "r"), device="cpu"), log=lines.append, settings=settings)
+    html = path.read_text(encoding="utf-8")
+    assert any(line.startswith("    failed: ") for line in lines)
+    assert "sgd-lr1e+06-b64-s0" in html and "failed" in html  # named among the skipped steps
+    assert "not run, the training of" in html  # its measurement was not attempted
+    assert "sgd-lr0.1-b64-s0</td>" in html  # the healthy member is in the report

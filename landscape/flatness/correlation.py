@@ -9,11 +9,18 @@ generalization of many trained networks:
   ``T_x``/``T_y`` pairs tied in x/y, P the number of pairs.
 * :func:`kendall_tau_ci` adds a percentile-bootstrap confidence interval over models
   (resampling models, not pairs, because pairs are not independent).
-* :func:`granulated_kendall` is Jiang et al.'s Eq. (5): for each varied hyper-parameter
-  i, psi_i averages tau over every group of models that agree on all the OTHER
-  hyper-parameters (so only hyper-parameter i varies inside a group); Psi is the mean of
-  the psi_i. It asks "when I change only this knob, does the measure move with the
+* :func:`granulated_kendall` is Jiang et al.'s Eq. (4)-(5): for each varied hyper-parameter
+  i, psi_i = (1/m_i) sum over the m_i groups of models that agree on all the OTHER
+  varied hyper-parameters (so only hyper-parameter i varies inside a group) of the
+  group's tau; Psi is the mean of the psi_i. Inside a group tau is Jiang's Eq. (2),
+  the sign-based tau-a (ties count 0, a group whose errors are all tied contributes 0
+  and still counts in m_i), so psi is not inflated by dropping tied groups. Seeds are
+  repeats, not hyper-parameters: models that differ only by seed fall in the same
+  group. It asks "when I change only this knob, does the measure move with the
   error?", which a pooled tau can hide.
+
+The pooled :func:`kendall_tau` is tau-b (scipy's default), the usual choice when
+ties are rare; the granulated one follows the paper it comes from.
 
 These are statistics over results already on disk; nothing here trains or measures.
 """
@@ -27,7 +34,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["KendallResult", "kendall_tau", "kendall_tau_ci", "granulated_kendall"]
+__all__ = ["KendallResult", "kendall_tau", "kendall_tau_a", "kendall_tau_ci", "granulated_kendall"]
 
 
 def _tau_b_from_indices(x: np.ndarray, y: np.ndarray) -> float:
@@ -51,6 +58,16 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     if x.size < 2:
         return float("nan")
     return _tau_b_from_indices(x, y)
+
+
+def kendall_tau_a(x: Sequence[float], y: Sequence[float]) -> float:
+    """Jiang et al. 2019 Eq. (2): (1/P) sum over pairs of sign(dx) sign(dy); ties count 0."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if x.size < 2:
+        return float("nan")
+    iu = np.triu_indices(x.size, 1)
+    return float(np.mean(np.sign(x[:, None] - x[None, :])[iu] * np.sign(y[:, None] - y[None, :])[iu]))
 
 
 @dataclass(frozen=True)
@@ -102,31 +119,31 @@ class GranulatedResult:
 def granulated_kendall(measure: Sequence[float], error: Sequence[float],
                        hyperparameters: Sequence[Mapping[str, object]],
                        varied: Sequence[str] | None = None) -> GranulatedResult:
-    """Jiang et al. 2019 Eq. (5): per hyper-parameter, tau averaged over groups where only it varies.
+    """Jiang et al. 2019 Eq. (4)-(5): per hyper-parameter, tau-a averaged over the groups where only it varies.
 
-    ``hyperparameters[j]`` holds model j's settings. ``varied`` defaults to every key
-    that takes more than one value in the population. A group contributes only when it
-    has at least two models and tau is defined there (values not all tied).
+    ``hyperparameters[j]`` holds model j's settings (leave the seed out: models that
+    differ only by seed belong to the same group). ``varied`` defaults to every key that
+    takes more than one value. A group agrees on every other key given; a group
+    needs two models that differ in hyper-parameter i to say anything, so m_i counts the
+    groups with at least two distinct values of i. Models with a non-finite measure or
+    error are left out.
     """
     measure = np.asarray(measure, dtype=np.float64)
     error = np.asarray(error, dtype=np.float64)
     if not (len(measure) == len(error) == len(hyperparameters)):
         raise ValueError("granulated_kendall needs one measure value, one error and one settings dict per model")
+    keep = [j for j in range(len(measure)) if np.isfinite(measure[j]) and np.isfinite(error[j])]
     keys = sorted({k for h in hyperparameters for k in h})
     if varied is None:
-        varied = [k for k in keys if len({repr(h.get(k)) for h in hyperparameters}) > 1]
+        varied = [k for k in keys if len({repr(hyperparameters[j].get(k)) for j in keep}) > 1]
     result = GranulatedResult()
     for name in varied:
         others = [k for k in keys if k != name]
         groups: dict[tuple, list[int]] = defaultdict(list)
-        for j, h in enumerate(hyperparameters):
-            groups[tuple(repr(h.get(k)) for k in others)].append(j)
-        taus = []
-        for members in groups.values():
-            if len(members) >= 2:
-                tau = kendall_tau(measure[members], error[members])
-                if math.isfinite(tau):
-                    taus.append(tau)
+        for j in keep:
+            groups[tuple(repr(hyperparameters[j].get(k)) for k in others)].append(j)
+        taus = [kendall_tau_a(measure[members], error[members]) for members in groups.values()
+                if len({repr(hyperparameters[j].get(name)) for j in members}) > 1]
         result.psi[name] = float(np.mean(taus)) if taus else float("nan")
         result.groups[name] = len(taus)
     defined = [v for v in result.psi.values() if math.isfinite(v)]

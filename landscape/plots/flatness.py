@@ -22,13 +22,13 @@ def draw_local_energy(ax: Axes, results: Mapping[str, dict], *, split: str = "tr
     the axis label: additive and multiplicative curves are not comparable.
     """
     noises = set()
-    for i, (label, result) in enumerate(results.items()):
+    for (label, result), (color, linestyle) in zip(results.items(), line_styles(list(results))):
         sigmas = np.asarray(result["sigmas"], dtype=np.float64)
         delta = np.asarray(result["delta"][split][metric], dtype=np.float64)
         err = np.asarray(result["stderr"][split][metric], dtype=np.float64)
         scale = 100.0 if metric == "error" else 1.0
         ax.errorbar(sigmas, scale * delta, yerr=scale * err, marker="o", markersize=3, capsize=2,
-                    color=color_for(label, i), label=label)
+                    color=color, linestyle=linestyle, label=label)
         noises.add(result.get("noise", "multiplicative"))
     noise = "/".join(sorted(noises)) or "multiplicative"
     ax.set_xlabel(f"noise scale σ ({noise}: " + ("w(1+σz)" if noise == "multiplicative" else "w+σz") + ")")

@@ -140,7 +140,11 @@ def draw_density(
             hidden = f", {np.count_nonzero(~keep)} with |λ| ≤ {floor:.1g} left out" if np.any(~keep) else ""
         else:
             values, hidden = lam, ""
-        ax.hist(values, bins=80, density=True, color="0.8", label=f"exact (histogram{hidden})")
+        # normalised by ALL n eigenvalues, like the SLQ density, so the eigenvalues left out on the log grid
+        # lower the histogram instead of inflating the rest
+        counts, edges = np.histogram(values, bins=80)
+        ax.stairs(counts / (lam.size * np.diff(edges)), edges, fill=True, color="0.8",
+                  label=f"exact (histogram{hidden})")
     text = label if bandwidth is None else f"{label} (bandwidth {bandwidth:.2g})"
     ax.plot(grid, density, color=color or color_for(label, 0), linewidth=1.2, label=text)
     ax.set_xlabel("log10 |λ|" if scale == "log" else "eigenvalue λ")
@@ -163,9 +167,12 @@ def draw_ritz_values(ax: Axes, ritz_values: np.ndarray, residuals: np.ndarray, *
     idx = np.arange(1, theta.size + 1)
     ax.errorbar(idx, theta, yerr=res, fmt="o", markersize=3, color=color_for(label, 0), label=f"{label} Ritz ± residual")
     if exact is not None:
-        lam = np.sort(np.asarray(exact))[::-1][: theta.size]
-        ax.plot(np.arange(1, lam.size + 1), lam, "x", color="0.3", label="exact")
-    ax.set_xlabel("index (largest first)")
+        # each Ritz value beside the exact eigenvalue nearest to it: right for the top (LA), the bottom (SA) or both
+        lam = np.sort(np.asarray(exact, dtype=np.float64))
+        pos = np.clip(np.searchsorted(lam, theta), 1, lam.size - 1)
+        nearest = np.where(np.abs(lam[pos - 1] - theta) <= np.abs(lam[pos] - theta), lam[pos - 1], lam[pos])
+        ax.plot(idx, nearest, "x", color="0.3", label="nearest exact eigenvalue")
+    ax.set_xlabel("Ritz value index (largest first)")
     ax.set_ylabel("eigenvalue")
     ax.legend()
     return ax

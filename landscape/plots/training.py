@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.axes import Axes
 
-from landscape.plots.style import color_for, line_styles, styled
+from landscape.plots.style import line_styles, styled
 
 __all__ = ["seed_band", "draw_training_curves"]
 
@@ -61,14 +61,13 @@ def draw_training_curves(ax: Axes, groups: Mapping[str, Sequence[Sequence[dict]]
     """
     percent = metric.endswith("_error")
     drawn = 0
-    for i, (label, runs) in enumerate(groups.items()):
+    for (label, runs), (color, linestyle) in zip(groups.items(), line_styles(list(groups))):
         runs = [[r for r in rows if not (skip_initial and r.get("epoch") == 0)] for rows in runs]
         xs, mean, low, high, n = seed_band(runs, metric, x)
         if n == 0:
             continue
         scale = 100.0 if percent else 1.0
-        color = color_for(label, i)
-        ax.plot(xs, scale * mean, color=color, marker="o", markersize=2.5, linewidth=1.2,
+        ax.plot(xs, scale * mean, color=color, linestyle=linestyle, marker="o", markersize=2.5, linewidth=1.2,
                 label=f"{label} ({n} seed{'s' if n != 1 else ''})")
         if n > 1:
             ax.fill_between(xs, scale * low, scale * high, color=color, alpha=0.2, linewidth=0)

@@ -29,6 +29,9 @@ MAX_DEPTH = 3  # how far below a given folder runs are looked for
 __all__ = ["RunArtifacts", "Fig2Artifacts", "collect", "flatness_scalars", "run_label"]
 
 
+NOT_SETTINGS = {"seed", "out", "device", "device_resolved", "data_dir", "versions", "dataset_info", "parameters"}
+
+
 @dataclass
 class RunArtifacts:
     path: Path
@@ -46,10 +49,25 @@ class RunArtifacts:
         return self.metrics[-1] if self.metrics else {}
 
     @property
+    def settings(self) -> dict:
+        """The training settings that define the run (no seed, paths, device or provenance); a default
+        learning rate is replaced by the value the run used (its first metrics row), so ``--lr 0.1`` and the
+        default 0.1 are one configuration."""
+        out = {k: v for k, v in self.config.items() if k not in NOT_SETTINGS}
+        if out.get("lr") is None and self.metrics and self.metrics[0].get("lr") is not None:
+            out["lr"] = self.metrics[0]["lr"]
+        return out
+
+    @property
     def group_key(self) -> tuple:
-        """What seeds of one configuration share: everything in the config but the seed and paths."""
-        skip = {"seed", "out", "device", "device_resolved", "data_dir", "versions", "dataset_info", "parameters"}
-        return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in self.config.items() if k not in skip))
+        """What seeds of one configuration share: every setting but the seed."""
+        return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in self.settings.items()))
+
+    @property
+    def complete(self) -> bool:
+        """Trained for the epochs its config asked for (not still running, not killed half-way)."""
+        epochs = self.config.get("epochs")
+        return bool(self.metrics) and (epochs is None or self.final.get("epoch") == epochs)
 
 
 @dataclass
@@ -62,12 +80,16 @@ class Fig2Artifacts:
 def _read_json(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+            data = json.load(handle)
     except json.JSONDecodeError as exc:
         raise LandscapeError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); re-run the stage "
                              "that wrote it.") from None
     except OSError as exc:
         raise LandscapeError(f"Cannot read {path}: {exc.strerror}.") from None
+    if not isinstance(data, dict):
+        raise LandscapeError(f"{path} holds a JSON {type(data).__name__}, not the object landscape writes; re-run "
+                             "the stage that wrote it.")
+    return data
 
 
 def _read_npz(path: Path) -> dict:
@@ -86,23 +108,41 @@ def _read_metrics(path: Path) -> list[dict]:
         for number, line in enumerate(handle, 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError:
-                    raise LandscapeError(f"{path} line {number} is not valid JSON; the training run that "
-                                         "wrote it may have been edited by hand.") from None
+                    row = None
+                if not isinstance(row, dict):
+                    raise LandscapeError(f"{path} line {number} is not a JSON object; the training run that "
+                                         "wrote it may have been edited by hand.")
+                rows.append(row)
     return rows
 
 
-def read_run(path: Path) -> RunArtifacts:
+#: The arrays each spectrum method must have written; a result without them is left out with a note.
+SPECTRUM_ARRAYS = {"exact": ("eigenvalues",), "lanczos": ("ritz_values", "residuals"), "slq": ("nodes", "weights"),
+                   "fisher-diag": ("diagonal",), "trace": ()}
+
+
+def read_run(path: Path, notes: list[str] | None = None) -> RunArtifacts:
+    """One run directory; results that cannot be used are left out and explained in ``notes``."""
+    notes = notes if notes is not None else []
     run = RunArtifacts(path=path, config=_read_json(path / "config.json"), metrics=_read_metrics(path / "metrics.jsonl"))
     for sub in sorted(path.glob("spectrum-*")):
         if (sub / "spectrum.json").exists() and (sub / "spectrum.npz").exists():
             info = _read_json(sub / "spectrum.json")
-            run.spectra[info.get("method", sub.name.removeprefix("spectrum-"))] = {
-                "json": info, "arrays": _read_npz(sub / "spectrum.npz"), "dir": sub.name}
+            method = info.get("method", sub.name.removeprefix("spectrum-"))
+            arrays = _read_npz(sub / "spectrum.npz")
+            lacking = [k for k in SPECTRUM_ARRAYS.get(method, ()) if k not in arrays]
+            if lacking:
+                notes.append(f"{sub / 'spectrum.npz'} has no {', '.join(lacking)}: left out.")
+                continue
+            run.spectra[method] = {"json": info, "arrays": arrays, "dir": sub.name}
     for file in sorted(path.glob("flatness-*.json")):
         info = _read_json(file)
         run.flatness[info.get("measure", file.stem.removeprefix("flatness-"))] = info
+    if not run.complete and run.metrics:
+        notes.append(f"{path.name} stopped at epoch {run.final.get('epoch')} of {run.config.get('epochs')}: shown in "
+                     "the runs table, left out of the seed averages and the correlation study.")
     return run
 
 
@@ -114,8 +154,14 @@ def _is_fig2(path: Path) -> bool:
     return (path / "fig2.json").exists() and (path / "fig2.npz").exists()
 
 
-def collect(paths: Iterable[str | Path]) -> tuple[list[RunArtifacts], list[Fig2Artifacts]]:
-    """Runs and Fig. 2 artifacts under ``paths``; one clear error for a path that holds neither."""
+def collect(paths: Iterable[str | Path], notes: list[str] | None = None) -> tuple[list[RunArtifacts],
+                                                                                  list[Fig2Artifacts]]:
+    """Runs and Fig. 2 artifacts under ``paths``; one clear error for a path that holds neither.
+
+    What had to be left out (a result without its arrays, an unfinished run) is appended
+    to ``notes`` as one sentence each.
+    """
+    notes = notes if notes is not None else []
     runs: list[RunArtifacts] = []
     figs: list[Fig2Artifacts] = []
     seen: set[Path] = set()
@@ -126,7 +172,7 @@ def collect(paths: Iterable[str | Path]) -> tuple[list[RunArtifacts], list[Fig2A
             return True
         if _is_run(path):
             seen.add(resolved)
-            runs.append(read_run(path))
+            runs.append(read_run(path, notes))
             return True
         if _is_fig2(path):
             seen.add(resolved)
@@ -199,7 +245,7 @@ def flatness_scalars(run: RunArtifacts) -> dict[str, dict]:
         deltas = energy.get("delta", {}).get("train", {}).get("loss", [])
         errs = energy.get("stderr", {}).get("train", {}).get("loss", [])
         for sigma, delta, err in zip(sigmas, deltas, errs):
-            if sigma > 0:
+            if isinstance(sigma, (int, float)) and sigma > 0:
                 put(f"local-energy ΔL_train σ={sigma:g} ({energy.get('noise', 'multiplicative')})", delta, err,
                     energy.get("invariant_to_rescaling"))
     entropy = run.flatness.get("local-entropy")

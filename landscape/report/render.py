@@ -10,6 +10,7 @@ autoescaping on (run names and settings come from users' files).
 from __future__ import annotations
 
 import base64
+import json
 import datetime as _dt
 import math
 import time
@@ -37,6 +38,7 @@ PAPER_SPECTRA = {
     "char-lstm": "Fig. 3b (War and Peace, 5 runs): almost 95% of |λ| < 1e-5",
     "all-cnn-bn": "Fig. 3c (CIFAR-10 Fisher, 4 runs): ≈95% of |λ| ≤ 1e-5",
 }
+KNOBS = ("optimizer", "model", "dataset", "lr", "batch_size", "weight_decay", "momentum")
 MAX_CURVES = 8  # groups drawn in one training figure; the table lists all
 MAX_DETAIL = 3  # runs that get their own Lanczos / SLQ figure
 
@@ -65,7 +67,20 @@ def num(value, digits: int = 4) -> str:
 
 
 def pct(value, digits: int = 2) -> str:
-    return "–" if value is None else f"{100 * float(value):.{digits}f}%"
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return f"{100 * value:.{digits}f}%" if math.isfinite(value) else "–"
+
+
+def signed(value, digits: int = 2) -> str:
+    """``+0.42`` style for correlations; '–' when undefined."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return f"{value:+.{digits}f}" if math.isfinite(value) else "–"
 
 
 def _environment() -> Environment:
@@ -73,6 +88,7 @@ def _environment() -> Environment:
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = num
     env.filters["pct"] = pct
+    env.filters["signed"] = signed
     env.globals["zip"] = zip
     return env
 
@@ -80,23 +96,33 @@ def _environment() -> Environment:
 # ---------------------------------------------------------------- sections
 
 def _groups(runs: list[RunArtifacts]) -> dict[str, list[RunArtifacts]]:
-    """Runs that differ only by seed, keyed by a label that tells the groups apart."""
+    """Runs that differ only by seed, keyed by a label that tells the groups apart.
+
+    The label is the optimizer (with model/dataset when several), plus every setting in
+    which the group differs from another group of the same base label.
+    """
     by_key: dict[tuple, list[RunArtifacts]] = defaultdict(list)
     for run in runs:
         by_key[run.group_key].append(run)
     several_models = len({(r.config.get("model"), r.config.get("dataset")) for r in runs}) > 1
     base = {key: run_label(members[0], with_model=several_models, with_seed=False) for key, members in by_key.items()}
-    labels = {}
+    labels: dict[tuple, str] = {}
     for key, members in by_key.items():
         twins = [k for k in by_key if base[k] == base[key] and k != key]
         label = base[key]
         if twins:
             mine = dict(key)
-            differing = sorted({name for k in twins for name, v in dict(k).items() if mine.get(name) != v})
-            shown = {name: mine.get(name, "–") for name in differing[:3]}
-            label += " (" + ", ".join(f"{name}={'default' if v == 'null' else v}" for name, v in shown.items()) + ")"
+            differing = sorted({name for k in twins for name in set(dict(k)) | set(mine)
+                                if dict(k).get(name) != mine.get(name)})
+            label += " (" + ", ".join(f"{name}={mine.get(name, '–')}" for name in differing) + ")"
         labels[key] = label
-    return {labels[key]: members for key, members in by_key.items()}
+    out: dict[str, list[RunArtifacts]] = {}
+    for key, members in by_key.items():
+        label, n = labels[key], 2
+        while label in out:  # cannot happen with the full difference in the label; kept as a guard
+            label, n = f"{labels[key]} #{n}", n + 1
+        out[label] = members
+    return out
 
 
 def _runs_table(runs: list[RunArtifacts]) -> list[dict]:
@@ -105,7 +131,7 @@ def _runs_table(runs: list[RunArtifacts]) -> list[dict]:
         c, f = run.config, run.final
         rows.append({
             "name": run.name, "model": c.get("model"), "dataset": c.get("dataset"), "optimizer": c.get("optimizer"),
-            "lr": c.get("lr") if c.get("lr") is not None else (run.metrics[0].get("lr") if run.metrics else None),
+            "lr": run.settings.get("lr"), "complete": run.complete, "target_epochs": c.get("epochs"),
             "batch_size": c.get("batch_size"), "seed": c.get("seed"), "epochs": f.get("epoch"),
             "effective_epochs": f.get("effective_epochs"), "parameters": c.get("parameters"),
             "train_loss": f.get("train_loss"), "val_error": f.get("val_error"), "test_error": f.get("test_error"),
@@ -116,7 +142,7 @@ def _runs_table(runs: list[RunArtifacts]) -> list[dict]:
 
 
 def _training_section(runs: list[RunArtifacts]) -> dict | None:
-    with_metrics = [r for r in runs if len(r.metrics) > 1]
+    with_metrics = [r for r in runs if len(r.metrics) > 1 and r.complete]
     if not with_metrics:
         return None
     groups = _groups(with_metrics)
@@ -155,10 +181,14 @@ def _spectra_section(runs: list[RunArtifacts]) -> dict | None:
     for run in runs:
         for method, item in sorted(run.spectra.items()):
             info = item["json"]
+            which = info.get("which", (info.get("config") or {}).get("which", "LA")) if method == "lanczos" else None
+            lam_max = info.get("lambda_max") if which in (None, "LA", "both") else None
+            lam_min = info.get("lambda_min") if which in (None, "SA", "both") else None
             stats.append({
-                "run": run.name, "method": method, "operator": info.get("operator"), "n": info.get("n_params"),
+                "run": run.name, "method": method if which is None else f"lanczos ({which})",
+                "operator": info.get("operator"), "n": info.get("n_params"),
                 "samples": info.get("samples"), "dtype": info.get("dtype"), "mode": info.get("mode"),
-                "lambda_max": info.get("lambda_max"), "lambda_min": info.get("lambda_min"),
+                "lambda_max": lam_max, "lambda_min": lam_min,
                 "trace": info.get("trace", (info.get("estimate") if isinstance(info.get("estimate"), float) else None)),
                 "trace_stderr": info.get("trace_stderr", info.get("stderr")),
                 "fractions": info.get("fraction_abs_below", {}),
@@ -207,7 +237,7 @@ def _spectra_section(runs: list[RunArtifacts]) -> dict | None:
         arrays = run.spectra["lanczos"]["arrays"]
         exact = run.spectra.get("exact", {}).get("arrays", {}).get("eigenvalues")
         fig, ax = new_figure(width=5.0, height=3.2)
-        draw_ritz_values(ax, arrays["ritz_values"], arrays["residuals"], exact=exact)
+        draw_ritz_values(ax, arrays["ritz_values"], arrays["residuals"], exact=exact)  # matched to nearest exact
         figures.append(_figure(fig, f"{run.name}: Lanczos Ritz values with residual norms"
                                + (" against the exact eigenvalues." if exact is not None else "."),
                                f"Ritz values {run.name}"))
@@ -236,14 +266,18 @@ def _flatness_section(runs: list[RunArtifacts]) -> dict | None:
     energies = {label: r.flatness["local-energy"] for label, r in zip(labels, with_energy)}
     if energies:
         shown = dict(list(energies.items())[:MAX_CURVES])
-        fig, axes = new_figure(1, 2, width=9.0, height=3.3)
-        draw_local_energy(axes[0], shown, split="train", metric="loss")
-        test_split = "test" if all("test" in e.get("delta", {}) for e in shown.values()) else "train"
-        draw_local_energy(axes[1], shown, split=test_split, metric="error")
-        more = f" The first {len(shown)} of {len(energies)} runs are drawn; the table has all." if len(shown) < len(
-            energies) else ""
-        figures.append(_figure(fig, "Local energy ΔE(σ): mean increase of the loss / error under weight noise, "
-                                    "± standard error over noise draws." + more, "local energy curves"))
+        panels = [(split, metric) for split, metric in (("train", "loss"), ("test", "error"), ("train", "error"),
+                                                        ("test", "loss"))
+                  if all(metric in e.get("delta", {}).get(split, {}) and metric in e.get("stderr", {}).get(split, {})
+                         for e in shown.values())][:2]
+        if panels:
+            fig, axes = new_figure(1, len(panels), width=4.5 * len(panels), height=3.3)
+            for ax, (split, metric) in zip(np.atleast_1d(axes), panels):
+                draw_local_energy(ax, shown, split=split, metric=metric)
+            more = f" The first {len(shown)} of {len(energies)} runs are drawn; the table has all." if len(
+                shown) < len(energies) else ""
+            figures.append(_figure(fig, "Local energy ΔE(σ): mean increase of the loss / error under weight noise, "
+                                        "± standard error over noise draws." + more, "local energy curves"))
     names: list[str] = []
     invariant: dict[str, bool] = {}
     per_run = []
@@ -259,15 +293,49 @@ def _flatness_section(runs: list[RunArtifacts]) -> dict | None:
     return {"figures": figures, "names": names, "invariant": invariant, "per_run": per_run, "entropy": entropy}
 
 
+def _hyperparameters(population: list[RunArtifacts]) -> list[dict]:
+    """The settings varied across the population, for the granulated tau (Jiang et al. Eq. 4).
+
+    Seeds are repeats and are left out. A setting that is a function of another varied
+    setting (e.g. epochs chosen per optimizer for an equal effective budget) is not a
+    knob of its own and is left out too: keeping it would leave no group in which only
+    the other one varies.
+    """
+    settings = [r.settings for r in population]
+    keys = sorted({k for s in settings for k in s})
+    varied = [k for k in keys if len({json.dumps(s.get(k), sort_keys=True) for s in settings}) > 1]
+
+    def determined_by(k: str, j: str) -> bool:
+        mapping: dict[str, str] = {}
+        for s in settings:
+            a, b = json.dumps(s.get(j), sort_keys=True), json.dumps(s.get(k), sort_keys=True)
+            if mapping.setdefault(a, b) != b:
+                return False
+        return True
+
+    def rank(k: str) -> tuple:  # of two settings that determine each other, the knob a user turned is kept
+        return (KNOBS.index(k) if k in KNOBS else len(KNOBS), k)
+
+    def redundant(k: str) -> bool:
+        for j in varied:
+            if j == k or not determined_by(k, j):
+                continue
+            if not determined_by(j, k) or rank(j) < rank(k):
+                return True
+        return False
+
+    independent = [k for k in varied if not redundant(k)]
+    return [{k: json.dumps(s.get(k), sort_keys=True) for k in independent} for s in settings]
+
+
 def _correlation_section(runs: list[RunArtifacts], min_models: int = 4) -> dict | None:
     # the population: trained models on which flatness was measured (a spectrum alone does not enrol a run)
-    population = [r for r in runs if r.final.get("test_error") is not None and r.flatness]
+    population = [r for r in runs if r.final.get("test_error") is not None and r.flatness and r.complete]
     scalars = [flatness_scalars(r) for r in population]
     names: list[str] = []
     for s in scalars:
         names += [n for n in s if n not in names]
     rows, figures = [], []
-    hyper_keys = ("optimizer", "lr", "batch_size", "seed")
     panels = []
     for name in names:
         members = [(r, s[name]) for r, s in zip(population, scalars) if name in s]
@@ -276,10 +344,8 @@ def _correlation_section(runs: list[RunArtifacts], min_models: int = 4) -> dict 
         values = [item["value"] for _, item in members]
         errors = [r.final["test_error"] for r, _ in members]
         stats = kendall_tau_ci(values, errors)
-        hyper = [{k: r.config.get(k) for k in hyper_keys if k != "seed"} | {"seed": r.config.get("seed")}
-                 for r, _ in members]
-        gran = granulated_kendall(values, errors, hyper, varied=[k for k in hyper_keys
-                                                                 if len({repr(h[k]) for h in hyper}) > 1])
+        hyper = _hyperparameters([r for r, _ in members])
+        gran = granulated_kendall(values, errors, hyper)
         rows.append({"name": name, "n": stats.n, "tau": stats.tau, "low": stats.low, "high": stats.high,
                      "direction": members[0][1]["direction"], "invariant": members[0][1]["invariant"],
                      "psi": gran.psi, "Psi": gran.overall, "groups": gran.groups})
@@ -344,8 +410,11 @@ def render_report(paths: Sequence[str | Path], *, title: str | None = None, log:
     """The report's HTML text for the run (and Fig. 2) directories under ``paths``."""
     log = log or (lambda message: None)
     start = time.perf_counter()
-    runs, figs = collect(paths)
+    notes: list[str] = []
+    runs, figs = collect(paths, notes)
     log(f"read {len(runs)} run(s) and {len(figs)} Fig. 2 set(s)")
+    for note in notes:
+        log(f"note: {note}")
     from landscape import __version__
 
     sections = {}
@@ -359,10 +428,11 @@ def render_report(paths: Sequence[str | Path], *, title: str | None = None, log:
         "title": title or "landscape report",
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "version": __version__,
-        "sources": [str(p) for p in paths],
+        "sources": list(dict.fromkeys(str(p) for p in paths)),
         "runs": _runs_table(runs),
         "environment": _environment_section(runs),
         "extra": extra or {},
+        "notes": list((extra or {}).get("skipped", [])) + notes,
         **sections,
     }
     html = _environment().get_template("report.html.j2").render(**context)
