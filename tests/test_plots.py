@@ -130,3 +130,23 @@ def test_groups_of_one_optimizer_get_different_line_styles():
     draw_training_curves(ax, {"sgd (lr=0.1)": [rows], "sgd (lr=0.01)": [rows]}, "val_error")
     a, b = ax.get_lines()
     assert a.get_color() == b.get_color() and a.get_linestyle() != b.get_linestyle()
+
+
+def test_correlation_title_carries_the_granulated_tau():
+    fig, ax = new_figure()
+    draw_correlation(ax, [1.0, 2.0, 3.0], [0.1, 0.2, 0.3], name="m", granulated={"lr": 0.5, "Psi": 0.5})
+    assert ax.get_title().splitlines()[-1] == "ψ lr +0.50, Ψ +0.50"
+
+
+def test_local_energy_groups_average_runs_of_one_optimizer():
+    from landscape.plots import draw_local_energy_groups
+
+    def result(scale):
+        return {"sigmas": [0.0, 0.1], "delta": {"train": {"loss": [0.0, scale]}}, "noise": "multiplicative"}
+
+    fig, ax = new_figure()
+    draw_local_energy_groups(ax, {"sgd": [result(0.1), result(0.3)], "sam": [result(0.05)]})
+    sgd, sam = ax.get_lines()
+    np.testing.assert_allclose(sgd.get_ydata(), [0.0, 0.2])
+    np.testing.assert_allclose(sam.get_ydata(), [0.0, 0.05])
+    assert sgd.get_label() == "sgd (2 runs)"

@@ -4,7 +4,8 @@ The caller owns the figure (:func:`new_figure`) and decides where it goes
 (:func:`save_figure`, :func:`svg_bytes` for the HTML report).
 """
 
-from landscape.plots.flatness import draw_correlation, draw_fig2_1d, draw_fig2_2d, draw_local_energy
+from landscape.plots.flatness import (draw_correlation, draw_fig2_1d, draw_fig2_2d, draw_local_energy,
+                                      draw_local_energy_groups)
 from landscape.plots.spectrum import (default_center_width, draw_density, draw_diagonal, draw_eigenspectrum,
                                       draw_ritz_values)
 from landscape.plots.style import color_for, new_figure, png_bytes, save_figure, style, svg_bytes
@@ -14,5 +15,5 @@ __all__ = [
     "color_for", "new_figure", "png_bytes", "save_figure", "style", "svg_bytes",
     "default_center_width", "draw_density", "draw_diagonal", "draw_eigenspectrum", "draw_ritz_values",
     "draw_training_curves", "seed_band",
-    "draw_correlation", "draw_fig2_1d", "draw_fig2_2d", "draw_local_energy",
+    "draw_correlation", "draw_fig2_1d", "draw_fig2_2d", "draw_local_energy", "draw_local_energy_groups",
 ]

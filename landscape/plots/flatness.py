@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 from landscape.flatness.correlation import kendall_tau_ci
 from landscape.plots.style import color_for, line_styles, styled
 
-__all__ = ["draw_local_energy", "draw_correlation", "draw_fig2_1d", "draw_fig2_2d"]
+__all__ = ["draw_local_energy", "draw_local_energy_groups", "draw_correlation", "draw_fig2_1d", "draw_fig2_2d"]
 
 
 @styled
@@ -38,9 +38,38 @@ def draw_local_energy(ax: Axes, results: Mapping[str, dict], *, split: str = "tr
 
 
 @styled
+def draw_local_energy_groups(ax: Axes, groups: Mapping[str, Sequence[dict]], *, split: str = "train",
+                             metric: str = "loss") -> Axes:
+    """Local energy per optimizer over a population: the mean of delta E(sigma) over the group's runs,
+    with the band between the lowest and highest run (runs on other sigma grids than the group's first
+    are left out of the mean)."""
+    noises = set()
+    for (label, results), (color, linestyle) in zip(groups.items(), line_styles(list(groups))):
+        sigmas = np.asarray(results[0]["sigmas"], dtype=np.float64)
+        same = [r for r in results if np.array_equal(np.asarray(r["sigmas"], dtype=np.float64), sigmas)]
+        curves = np.array([r["delta"][split][metric] for r in same], dtype=np.float64)
+        scale = 100.0 if metric == "error" else 1.0
+        ax.plot(sigmas, scale * curves.mean(axis=0), marker="o", markersize=3, color=color, linestyle=linestyle,
+                label=f"{label} ({len(same)} run{'s' if len(same) != 1 else ''})")
+        if len(same) > 1:
+            ax.fill_between(sigmas, scale * curves.min(axis=0), scale * curves.max(axis=0), color=color, alpha=0.2,
+                            linewidth=0)
+        noises.update(r.get("noise", "multiplicative") for r in same)
+    noise = "/".join(sorted(noises)) or "multiplicative"
+    ax.set_xlabel(f"noise scale σ ({noise})")
+    ax.set_ylabel(f"Δ {split} {metric}" + (" (%)" if metric == "error" else "") + ", mean over runs")
+    ax.legend()
+    return ax
+
+
+@styled
 def draw_correlation(ax: Axes, values: Sequence[float], test_errors: Sequence[float], *, name: str,
-                     labels: Sequence[str] | None = None, log_x: bool | None = None, seed: int = 0) -> Axes:
+                     labels: Sequence[str] | None = None, log_x: bool | None = None, seed: int = 0,
+                     granulated: Mapping[str, float] | None = None) -> Axes:
     """Scatter of one flatness measure against test error, Kendall tau and its 95% CI in the title.
+
+    ``granulated`` (hyper-parameter -> psi, plus "Psi") adds Jiang et al.'s granulated
+    tau as a third title line.
 
     Points are coloured by ``labels`` (e.g. the optimizer). The statistics are computed on
     the values as given; log_x only changes the drawing (default: when all values are
@@ -53,8 +82,13 @@ def draw_correlation(ax: Axes, values: Sequence[float], test_errors: Sequence[fl
         mask = np.array([lab == label for lab in labels])
         ax.scatter(x[mask], y[mask], s=14, color=color_for(label, i), label=label, alpha=0.85)
     stats = kendall_tau_ci(x, y, seed=seed)
-    ax.set_title(f"{name}\nKendall τ = {stats.tau:+.2f}  [{stats.low:+.2f}, {stats.high:+.2f}] (95%, n={stats.n})",
-                 fontsize=8)
+    title = f"{name}\nKendall τ = {stats.tau:+.2f}  [{stats.low:+.2f}, {stats.high:+.2f}] (95%, n={stats.n})"
+    if granulated:
+        parts = [f"ψ {k} {v:+.2f}" for k, v in granulated.items() if k != "Psi" and np.isfinite(v)]
+        if np.isfinite(granulated.get("Psi", np.nan)):
+            parts.append(f"Ψ {granulated['Psi']:+.2f}")
+        title += "\n" + ", ".join(parts)
+    ax.set_title(title, fontsize=7)
     finite = x[np.isfinite(x)]
     if log_x is None:
         log_x = finite.size > 0 and finite.min() > 0 and finite.max() / finite.min() > 100

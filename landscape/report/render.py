@@ -25,8 +25,8 @@ from landscape.errors import LandscapeError
 from landscape.flatness.correlation import granulated_kendall, kendall_tau_ci
 from landscape.io import write_text
 from landscape.plots import (draw_correlation, draw_density, draw_diagonal, draw_eigenspectrum, draw_fig2_1d,
-                             draw_fig2_2d, draw_local_energy, draw_ritz_values, draw_training_curves, new_figure,
-                             svg_bytes)
+                             draw_fig2_2d, draw_local_energy, draw_local_energy_groups, draw_ritz_values,
+                             draw_training_curves, new_figure, svg_bytes)
 from landscape.report.collect import RunArtifacts, collect, flatness_scalars, run_label
 
 __all__ = ["PAPER_SPECTRA", "build_report", "render_report"]
@@ -139,6 +139,11 @@ def _runs_table(runs: list[RunArtifacts]) -> list[dict]:
             "flatness": ", ".join(sorted(run.flatness)) or "–",
         })
     return rows
+
+
+def _configurations(runs: list[RunArtifacts]) -> list[dict]:
+    """Each run's full config.json, for the collapsible configuration list."""
+    return [{"name": run.name, "json": json.dumps(run.config, indent=1, sort_keys=True)} for run in runs]
 
 
 def _training_section(runs: list[RunArtifacts]) -> dict | None:
@@ -272,10 +277,17 @@ def _flatness_section(runs: list[RunArtifacts]) -> dict | None:
                          for e in shown.values())][:2]
         if panels:
             fig, axes = new_figure(1, len(panels), width=4.5 * len(panels), height=3.3)
+            many = len(energies) > MAX_CURVES
+            by_optimizer: dict[str, list[dict]] = defaultdict(list)
+            for r in with_energy:
+                by_optimizer[str(r.config.get("optimizer"))].append(r.flatness["local-energy"])
             for ax, (split, metric) in zip(np.atleast_1d(axes), panels):
-                draw_local_energy(ax, shown, split=split, metric=metric)
-            more = f" The first {len(shown)} of {len(energies)} runs are drawn; the table has all." if len(
-                shown) < len(energies) else ""
+                if many:  # a population: one curve per optimizer (mean, band = lowest to highest run)
+                    draw_local_energy_groups(ax, by_optimizer, split=split, metric=metric)
+                else:
+                    draw_local_energy(ax, shown, split=split, metric=metric)
+            more = (f" {len(energies)} runs: mean per optimizer, band from the lowest to the highest run; the table "
+                    "below has every run." if many else "")
             figures.append(_figure(fig, "Local energy ΔE(σ): mean increase of the loss / error under weight noise, "
                                         "± standard error over noise draws." + more, "local energy curves"))
     names: list[str] = []
@@ -349,17 +361,18 @@ def _correlation_section(runs: list[RunArtifacts], min_models: int = 4) -> dict 
         rows.append({"name": name, "n": stats.n, "tau": stats.tau, "low": stats.low, "high": stats.high,
                      "direction": members[0][1]["direction"], "invariant": members[0][1]["invariant"],
                      "psi": gran.psi, "Psi": gran.overall, "groups": gran.groups})
-        panels.append((name, values, errors, [str(r.config.get("optimizer")) for r, _ in members]))
+        panels.append((name, values, errors, [str(r.config.get("optimizer")) for r, _ in members],
+                       {**gran.psi, "Psi": gran.overall}))
     if not rows:
         return None
     for start in range(0, len(panels), 9):
         chunk = panels[start:start + 9]
         cols = min(3, len(chunk))
         nrows = math.ceil(len(chunk) / cols)
-        fig, axes = new_figure(nrows, cols, width=3.3 * cols, height=3.0 * nrows)
+        fig, axes = new_figure(nrows, cols, width=3.4 * cols, height=3.2 * nrows)
         flat = np.atleast_1d(axes).ravel()
-        for ax, (name, values, errors, labels) in zip(flat, chunk):
-            draw_correlation(ax, values, errors, name=name, labels=labels)
+        for ax, (name, values, errors, labels, granulated) in zip(flat, chunk):
+            draw_correlation(ax, values, errors, name=name, labels=labels, granulated=granulated)
         for ax in flat[len(chunk):]:
             ax.set_visible(False)
         figures.append(_figure(fig, "Flatness measure against test error over the trained population; Kendall τ "
@@ -430,6 +443,7 @@ def render_report(paths: Sequence[str | Path], *, title: str | None = None, log:
         "version": __version__,
         "sources": list(dict.fromkeys(str(p) for p in paths)),
         "runs": _runs_table(runs),
+        "configurations": _configurations(runs),
         "environment": _environment_section(runs),
         "extra": extra or {},
         "notes": list((extra or {}).get("skipped", [])) + notes,
