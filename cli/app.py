@@ -308,7 +308,7 @@ def spectrum(
     dtype: Precision = typer.Option(Precision.float64, "--dtype", help="Precision of products and of the eigensolve."),
     k: int = typer.Option(20, "--k", help="Lanczos: number of eigenvalues (per end with --which both)."),
     which: Which = typer.Option(Which.LA, "--which", help="Lanczos: LA largest, SA smallest, both, LM magnitude."),
-    tol: float = typer.Option(1e-8, "--tol", help="Lanczos: relative residual tolerance."),
+    tol: float = typer.Option(1e-8, "--tol", help="Lanczos: relative eigenvalue error (Kato-Temple bound) to stop at."),
     num_probes: int = typer.Option(10, "--probes", help="SLQ: number of random probes."),
     num_iters: int = typer.Option(90, "--iters", help="SLQ: Lanczos steps per probe."),
     trace_rel: float = typer.Option(0.01, "--trace-rel", help="Trace: stop at this relative standard error."),

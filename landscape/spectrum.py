@@ -218,8 +218,10 @@ def _run_method(op, config: SpectrumConfig, out_dir: Path, summary: dict, arrays
                 (out_dir / name).unlink(missing_ok=True)
     elif config.method == "lanczos":
         result = lanczos(op, k=config.k, which=config.which, tol=config.tol, seed=config.seed or 0)
-        arrays.update(ritz_values=result.ritz_values, residuals=result.residuals, converged=result.converged)
+        arrays.update(ritz_values=result.ritz_values, residuals=result.residuals, converged=result.converged,
+                      error_bounds=result.error_bounds)
         summary.update({"k": config.k, "which": config.which, "iterations": result.iterations, "tol": config.tol,
+                        "stop": result.stop, "max_error_bound": float(np.max(result.error_bounds)),
                         "all_converged": result.all_converged,
                         "lambda_max": float(result.ritz_values.max()), "lambda_min": float(result.ritz_values.min())})
     elif config.method == "slq":

@@ -115,4 +115,27 @@ def test_operator_counts_and_dense_inputs():
     lanczos(op, k=1)
     assert op.count > 0
     result = lanczos(A.numpy(), k=1)  # numpy input works too
-    assert result.ritz_values[0] == pytest.approx(30.0, rel=1e-10)
+    assert result.ritz_values[0] == pytest.approx(30.0, rel=1e-8)  # the default tol: 1e-8 eigenvalue error
+
+
+def test_kato_temple_bounds_hold_and_stop_earlier_than_residuals():
+    """The eigenvalue rule reaches the same accuracy with fewer products, and its bounds are true bounds."""
+    A, lam = hessian_like(n=400, seed=2)
+    by_value = lanczos(A, k=3, which="LA", tol=1e-10)
+    by_residual = lanczos(A, k=3, which="LA", tol=1e-10, stop="residual")
+    errors = np.abs(by_value.ritz_values - lam[-3:])
+    assert np.all(errors <= by_value.error_bounds + 1e-15 * lam.max())
+    assert np.all(errors <= 1e-10 * np.abs(lam[-3:]))
+    assert by_value.hvp_count < by_residual.hvp_count
+    # the bound is much tighter than the residual it comes from
+    assert np.all(by_value.error_bounds <= by_value.residuals)
+
+
+def test_error_bounds_fall_back_to_the_residual_in_clusters():
+    from landscape.spectra.lanczos import error_bounds
+
+    theta = np.array([1.0, 1.0 + 1e-9, 5.0])
+    r = np.array([1e-3, 1e-3, 1e-4])
+    bounds = error_bounds(theta, r)
+    np.testing.assert_allclose(bounds[:2], r[:2])  # neighbours closer than the residual: no gain claimed
+    assert bounds[2] == pytest.approx(1e-8 / (4.0 - 1e-3))

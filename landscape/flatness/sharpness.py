@@ -331,7 +331,7 @@ def hessian_sharpness(
     *,
     trace_rel: float = 0.02,
     max_probes: int = 200,
-    tol: float = 1e-6,
+    tol: float = 1e-8,
     seed: int = 0,
     params: Sequence[str] | None = None,
     batch_size: int = 1024,
@@ -343,7 +343,8 @@ def hessian_sharpness(
 
     Both come from the curvature engine (:mod:`landscape.spectra`) on the same samples.
     lambda_max has no standard error (it is deterministic): ``extra["residual_bound"]`` is
-    its Ritz residual, which bounds |lambda_max - theta|. Warnings say when Lanczos did not
+    its Ritz residual, which bounds |lambda_max - theta|; ``extra["error_bound"]`` the tighter
+    Kato-Temple bound the stopping rule uses (tol is relative to it). Warnings say when Lanczos did not
     converge or the trace missed its target error within ``max_probes``.
     """
     from landscape.curvature.operators import HessianOperator
@@ -375,7 +376,8 @@ def hessian_sharpness(
         SharpnessResult(measure="hessian-lambda-max", value=float(top.ritz_values.max()),
                         stderr=None, invariant_to_rescaling=False,
                         settings={**settings, "tol": tol},
-                        extra={"residual_bound": float(top.residuals.max()), "converged": bool(top.all_converged),
+                        extra={"residual_bound": float(top.residuals.max()), "error_bound": float(top.error_bounds.max()),
+                               "converged": bool(top.all_converged),
                                "products": lanczos_products},
                         perturbed=perturbed, wall_s=lanczos_s, warnings=top_warnings),
         SharpnessResult(measure="hessian-trace", value=float(trace.estimate), stderr=float(trace.stderr),
