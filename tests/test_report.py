@@ -143,10 +143,14 @@ def test_unfinished_runs_and_incomplete_results_are_left_out_with_a_note(run_dir
     config["epochs"] = 5
     (partial / "config.json").write_text(json.dumps(config))
     np.savez(partial / "spectrum-slq" / "spectrum.npz", nodes=np.ones((2, 3)))  # no weights
+    energy = json.loads((partial / "flatness-local-energy.json").read_text())
+    energy["warnings"] = ["sigma 0.3 <measured> on 200 samples only"]
+    (partial / "flatness-local-energy.json").write_text(json.dumps(energy))
     html = build_report([str(partial)], tmp_path / "r").read_text(encoding="utf-8")
     assert "partial stopped at epoch 2 of 5" in html and "(incomplete: epoch 2 of 5)" in html
     assert "has no weights: left out." in html
     assert "SLQ density" not in html
+    assert "sigma 0.3 &lt;measured&gt; on 200 samples only" in html  # a measurement's warning, escaped
 
 
 def _chromium() -> str | None:

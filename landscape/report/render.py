@@ -302,7 +302,14 @@ def _flatness_section(runs: list[RunArtifacts]) -> dict | None:
     entropy = [{"run": r.name, **{k: r.flatness["local-entropy"].get(k) for k in
                                   ("gammas", "estimates", "stderrs", "method", "beta", "n", "wall_s")}}
                for r in runs if "local-entropy" in r.flatness]
-    return {"figures": figures, "names": names, "invariant": invariant, "per_run": per_run, "entropy": entropy}
+    warnings = [{"run": r.name, "measure": measure, "text": str(text)}
+                for r in runs for measure, info in sorted(r.flatness.items())
+                for text in (info.get("warnings") or [])]
+    warnings += [{"run": r.name, "measure": f"{measure} ({entry.get('measure')})", "text": str(text)}
+                 for r in runs for measure, info in sorted(r.flatness.items())
+                 for entry in (info.get("entries") or []) for text in (entry.get("warnings") or [])]
+    return {"figures": figures, "names": names, "invariant": invariant, "per_run": per_run, "entropy": entropy,
+            "warnings": warnings}
 
 
 def _hyperparameters(population: list[RunArtifacts]) -> list[dict]:
