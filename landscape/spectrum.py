@@ -95,6 +95,10 @@ class SpectrumConfig:
             raise LandscapeError(f"--dtype must be float32 or float64, got {self.dtype}.")
         if self.fisher not in ("empirical", "mc", "adam", "exact"):
             raise LandscapeError(f"--fisher must be empirical, mc, exact or adam, got {self.fisher}.")
+        if self.fisher == "adam" and self.method != "fisher-diag":
+            raise LandscapeError("--fisher adam (the proxy from Adam's moments, Sec. 5.1 (iv)) is a diagonal only: "
+                                 "use it with --method fisher-diag; for a Fisher operator choose --fisher "
+                                 "empirical or mc.")
         if self.fisher == "exact" and self.method != "fisher-diag":
             raise LandscapeError("--fisher exact is for --method fisher-diag; the exact true-Fisher matrix is "
                                  "--operator ggn (equal for cross-entropy).")

@@ -104,3 +104,12 @@ def test_spectrum_errors_are_one_sentence(run_dir, tmp_path):
     train(TrainConfig(optimizer="sgd", epochs=1, out=str(sgd), device="cpu", model_kwargs={"hidden": 4}), progress=False)
     result = runner.invoke(app, ["spectrum", str(sgd), "--method", "fisher-diag", "--fisher", "adam", "--quiet"])
     assert result.exit_code == 2 and "Adam" in result.output
+
+
+def test_adam_proxy_is_refused_outside_the_diagonal():
+    from landscape.errors import LandscapeError
+    from landscape.spectrum import SpectrumConfig
+
+    with pytest.raises(LandscapeError, match="--fisher adam .* is a diagonal only"):
+        SpectrumConfig(checkpoint="x.pt", method="lanczos", operator="fisher", fisher="adam")
+    SpectrumConfig(checkpoint="x.pt", method="fisher-diag", fisher="adam")  # the one place it belongs
