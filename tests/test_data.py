@@ -600,3 +600,20 @@ def test_ptb_missing_files_are_all_named_in_one_sentence(tmp_path):
         load_dataset("ptb", "train", tmp_path, download=False)
     message = str(info.value)
     assert "ptb.valid.txt" in message and "ptb.test.txt" in message and "\n" not in message.strip()
+
+
+def test_cifar_batch_pickled_by_python3_with_protocol_2_loads(tmp_path):
+    """Python 3 writes bytes under protocol 2 as _codecs.encode(str, 'latin1'): allowed, and only that."""
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
+    blob = pickle.dumps({b"batch_label": b"x", b"data": data, b"labels": [1, 2, 3, 4]}, protocol=2)
+    assert b"_codecs" in blob
+    (tmp_path / "data_batch_1").write_bytes(blob)
+    images, labels = read_batch(tmp_path / "data_batch_1")
+    np.testing.assert_array_equal(images, data.reshape(-1, 3, 32, 32))
+    assert labels.tolist() == [1, 2, 3, 4]
+    from landscape.data.cifar import UnsafePickleError, safe_unpickle
+
+    evil = b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x04\x00\x00\x00zlib\x86R."
+    with pytest.raises(UnsafePickleError):
+        safe_unpickle(evil)

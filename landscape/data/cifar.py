@@ -57,10 +57,24 @@ class UnsafePickleError(DataFormatError):
     """A pickle asked for a global outside :data:`ALLOWED_GLOBALS`; nothing was executed."""
 
 
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """What Python 3 writes for ``bytes`` under pickle protocol 2: ``_codecs.encode(str, 'latin1')``.
+
+    Only that call is reproduced (a str to bytes, latin-1): any other codec is refused,
+    so a pickle cannot reach the codec registry through this door.
+    """
+    if not isinstance(text, str) or encoding.replace("_", "-").lower() not in ("latin1", "latin-1"):
+        raise UnsafePickleError("The pickle calls _codecs.encode with something other than a latin-1 string; "
+                                "it was refused unexecuted.")
+    return text.encode("latin-1")
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that can rebuild dicts, lists, scalars and numpy arrays, and nothing else."""
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("_codecs", "encode"):  # bytes in a protocol-2 pickle written by Python 3
+            return _latin1_encode
         if (module, name) in ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise UnsafePickleError(
