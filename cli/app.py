@@ -542,6 +542,8 @@ def report(
                                           show_default=False),
     out: Path = typer.Option(Path("reports/report"), "--out", help="Folder for index.html."),
     title: Optional[str] = typer.Option(None, "--title", help="Page title [default: the name of --out]."),
+    max_train_error: float = typer.Option(0.5, "--max-train-error", help="Correlation study: leave out models "
+                                          "whose final training error is above this (they did not train)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ) -> None:
     """One self-contained HTML page (figures inlined, no external URL) from what the run directories hold."""
@@ -550,7 +552,7 @@ def report(
     def go():
         log = (lambda msg: None) if quiet else (
             lambda msg: err_console.print(msg, highlight=False, soft_wrap=True, markup=False))
-        path = build_report([str(p) for p in run_dirs], out, title=title, log=log)
+        path = build_report([str(p) for p in run_dirs], out, title=title, log=log, max_train_error=max_train_error)
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
     run_guarded(go)

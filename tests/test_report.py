@@ -120,7 +120,7 @@ def test_correlation_table_matches_the_statistics_of_the_files(population, tmp_p
     from landscape.flatness.correlation import granulated_kendall, kendall_tau_ci
     from landscape.report.render import signed
 
-    path = build_report([str(population)], tmp_path / "corr")
+    path = build_report([str(population)], tmp_path / "corr", max_train_error=1.0)  # 1-epoch models: keep all
     html = path.read_text(encoding="utf-8")
     runs = sorted(population.iterdir())
     errors = [[json.loads(line) for line in (r / "metrics.jsonl").read_text().splitlines()][-1]["test_error"]
@@ -134,6 +134,16 @@ def test_correlation_table_matches_the_statistics_of_the_files(population, tmp_p
     # only lr varies (epochs, batch size, optimizer are shared; seeds would be pooled): psi_lr = tau-a over 4 models
     psi = granulated_kendall(values, errors, [{"lr": str(lr)} for lr in (0.01, 0.03, 0.1, 0.3)]).psi["lr"]
     assert "ψ lr" in html and f"<td>{num(psi, 3)}</td>" in row
+
+
+def test_models_that_did_not_train_leave_the_correlation_study(population, tmp_path):
+    errors = {r.name: [json.loads(line) for line in (r / "metrics.jsonl").read_text().splitlines()][-1]["train_error"]
+              for r in population.iterdir()}
+    worst = max(errors, key=errors.get)
+    threshold = sorted(errors.values())[-2]  # everyone but the worst model passes
+    html = build_report([str(population)], tmp_path / "r", max_train_error=threshold).read_text(encoding="utf-8")
+    assert f"did not train): {worst}." in html
+    assert 'id="correlation"' not in html  # 3 models left: fewer than the 4 a rank correlation needs here
 
 
 def test_unfinished_runs_and_incomplete_results_are_left_out_with_a_note(run_dir, tmp_path):

@@ -347,9 +347,18 @@ def _hyperparameters(population: list[RunArtifacts]) -> list[dict]:
     return [{k: json.dumps(s.get(k), sort_keys=True) for k in independent} for s in settings]
 
 
-def _correlation_section(runs: list[RunArtifacts], min_models: int = 4) -> dict | None:
-    # the population: trained models on which flatness was measured (a spectrum alone does not enrol a run)
-    population = [r for r in runs if r.final.get("test_error") is not None and r.flatness and r.complete]
+def _correlation_section(runs: list[RunArtifacts], min_models: int = 4, max_train_error: float = 0.5,
+                         notes: list[str] | None = None) -> dict | None:
+    # the population: finished models on which flatness was measured (a spectrum alone does not enrol a run)
+    candidates = [r for r in runs if r.final.get("test_error") is not None and r.flatness and r.complete]
+    # a model that never learnt (chance-level training error) is not at a minimum: its "flatness" is that of
+    # the initialisation, and a handful of them decide every rank correlation. Jiang et al. 2019 keep only
+    # models trained to a loss threshold; here the threshold is on the training error (--max-train-error).
+    population = [r for r in candidates if float(r.final.get("train_error", 0.0)) <= max_train_error]
+    dropped = [r.name for r in candidates if r not in population]
+    if dropped and notes is not None:
+        notes.append(f"Left out of the correlation study (training error above {max_train_error:.0%}, i.e. the model "
+                     f"did not train): {', '.join(dropped)}.")
     scalars = [flatness_scalars(r) for r in population]
     names: list[str] = []
     for s in scalars:
@@ -385,7 +394,8 @@ def _correlation_section(runs: list[RunArtifacts], min_models: int = 4) -> dict 
         figures.append(_figure(fig, "Flatness measure against test error over the trained population; Kendall τ "
                                     "with a 95% percentile-bootstrap interval over models.", "flatness vs test error"))
     varied = sorted({k for row in rows for k in row["psi"]})
-    return {"rows": rows, "figures": figures, "varied": varied, "models": len(population)}
+    return {"rows": rows, "figures": figures, "varied": varied, "models": len(population),
+            "max_train_error": max_train_error, "dropped": len(dropped)}
 
 
 def _fig2_section(figs) -> dict | None:
@@ -426,7 +436,7 @@ def _environment_section(runs: list[RunArtifacts]) -> dict:
 # ---------------------------------------------------------------- entry points
 
 def render_report(paths: Sequence[str | Path], *, title: str | None = None, log: Callable[[str], None] | None = None,
-                  extra: dict | None = None) -> str:
+                  extra: dict | None = None, max_train_error: float = 0.5) -> str:
     """The report's HTML text for the run (and Fig. 2) directories under ``paths``."""
     log = log or (lambda message: None)
     start = time.perf_counter()
@@ -440,7 +450,9 @@ def render_report(paths: Sequence[str | Path], *, title: str | None = None, log:
     sections = {}
     for name, build in (("training", lambda: _training_section(runs)), ("spectra", lambda: _spectra_section(runs)),
                         ("flatness", lambda: _flatness_section(runs)),
-                        ("correlation", lambda: _correlation_section(runs)), ("fig2", lambda: _fig2_section(figs))):
+                        ("correlation", lambda: _correlation_section(runs, max_train_error=max_train_error,
+                                                                     notes=notes)),
+                        ("fig2", lambda: _fig2_section(figs))):
         sections[name] = build()
         if sections[name] is not None:
             log(f"drew the {name} section")
@@ -462,12 +474,13 @@ def render_report(paths: Sequence[str | Path], *, title: str | None = None, log:
 
 
 def build_report(paths: Sequence[str | Path], out: str | Path, *, title: str | None = None,
-                 log: Callable[[str], None] | None = None, extra: dict | None = None) -> Path:
+                 log: Callable[[str], None] | None = None, extra: dict | None = None,
+                 max_train_error: float = 0.5) -> Path:
     """Write ``out/index.html`` (atomically) from the runs under ``paths``; returns its path."""
     if not paths:
         raise LandscapeError("Give at least one run directory to report on.")
     out = Path(out)
-    html = render_report(paths, title=title or out.name, log=log, extra=extra)
+    html = render_report(paths, title=title or out.name, log=log, extra=extra, max_train_error=max_train_error)
     out.mkdir(parents=True, exist_ok=True)
     target = out / "index.html"
     write_text(target, html)
