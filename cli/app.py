@@ -74,6 +74,13 @@ def run_guarded(fn: Callable[[], T]) -> T:
         raise typer.Exit(130) from None
 
 
+def stderr_log(quiet: bool) -> Callable[[str], None]:
+    """Progress lines for a stage: printed verbatim on stderr (no rich markup), or dropped with --quiet."""
+    if quiet:
+        return lambda message: None
+    return lambda message: err_console.print(message, highlight=False, soft_wrap=True, markup=False)
+
+
 def _parse_value(text: str):
     lowered = text.lower()
     if lowered in ("true", "false"):
@@ -464,8 +471,7 @@ def flatness(
             burn_in=burn_in, sigmas=parse_float_list(sigmas, "--sigmas") or DEFAULT_SIGMAS, noise=noise.value,
             target=target, metric=metric.value, epsilon=epsilon, steps=steps, hessian=hessian,
         )
-        log = (lambda msg: None) if quiet else (
-            lambda msg: err_console.print(msg, highlight=False, soft_wrap=True, markup=False))
+        log = stderr_log(quiet)
         path, result = compute_flatness(config, log=log)
         for line in summarise_flatness(result):
             console.print(line, highlight=False, soft_wrap=True)
@@ -550,8 +556,7 @@ def report(
     from landscape.report import build_report
 
     def go():
-        log = (lambda msg: None) if quiet else (
-            lambda msg: err_console.print(msg, highlight=False, soft_wrap=True, markup=False))
+        log = stderr_log(quiet)
         path = build_report([str(p) for p in run_dirs], out, title=title, log=log, max_train_error=max_train_error)
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
@@ -594,8 +599,7 @@ def reproduce(
                                  runs=None if runs is None else str(runs), dataset=dataset,
                                  data_dir=None if data_dir is None else str(data_dir), device=device,
                                  text=None if text is None else str(text))
-        log = (lambda msg: None) if quiet else (
-            lambda msg: err_console.print(msg, highlight=False, soft_wrap=True, markup=False))
+        log = stderr_log(quiet)
         interrupt_hint[0] = lambda: "finished steps are kept; run the same command again to continue."
         path = run_reproduce(config, log=log, dry_run=dry_run)
         if path is not None:

@@ -82,6 +82,10 @@ class Plan:
     skipped: list[str] = field(default_factory=list)  # datasets / targets that cannot run here, and why
     report_dirs: list[Path] = field(default_factory=list)
 
+    def has(self, run_dir: Path, name: str) -> bool:
+        """Whether a step ``name`` on ``run_dir`` is planned already (targets share runs: plan it once)."""
+        return any(step.run_dir == run_dir and step.name == name for step in self.steps)
+
 
 # ------------------------------------------------------------------ building blocks
 
@@ -130,7 +134,7 @@ def _train_step(plan: Plan, target: str, run_dir: Path, config_kwargs: dict, dev
                        + [f"--model-arg {k}={v}" for k, v in config_kwargs.get("model_kwargs", {}).items()])
     command = (f"landscape train --model {config.model} --dataset {config.dataset} --optimizer {config.optimizer} "
                f"{options} --out {run_dir}")
-    if all(s.run_dir != run_dir or s.name != "train" for s in plan.steps):
+    if not plan.has(run_dir, "train"):
         plan.steps.append(Step(target, "train", command, run, finished, run_dir))
     if run_dir not in plan.report_dirs:
         plan.report_dirs.append(run_dir)
@@ -149,7 +153,7 @@ def _spectrum_step(plan: Plan, target: str, run_dir: Path, method: str, device: 
     config = SpectrumConfig(checkpoint=str(run_dir / "checkpoint.pt"), method=method, device=device,
                             data_dir=data_dir, **options)
     out = config.output_dir()
-    if any(s.run_dir == run_dir and s.name == f"spectrum {method}" for s in plan.steps):
+    if plan.has(run_dir, f"spectrum {method}"):
         return
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
     plan.steps.append(Step(target, f"spectrum {method}",
@@ -163,7 +167,7 @@ def _flatness_step(plan: Plan, target: str, run_dir: Path, measure: str, device:
 
     config = FlatnessConfig(checkpoint=str(run_dir / "checkpoint.pt"), measure=measure, device=device,
                             data_dir=data_dir, **options)
-    if any(s.run_dir == run_dir and s.name == f"flatness {measure}" for s in plan.steps):
+    if plan.has(run_dir, f"flatness {measure}"):
         return
     flags = " ".join(" ".join(f"--gamma {g:g}" for g in v) if k == "gammas" else f"--{k.replace('_', '-')} {v}"
                      for k, v in options.items())
