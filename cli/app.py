@@ -27,6 +27,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # help texts are plain text: without this, rich reads "[default: 5]" as a markup tag and drops it
+    rich_markup_mode=None,
 )
 
 T = TypeVar("T")

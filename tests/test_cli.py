@@ -64,3 +64,17 @@ def test_resume_extends_a_run_and_refuses_changed_settings(tmp_path):
     assert [r["epoch"] for r in rows] == [0, 1, 2]
     result = runner.invoke(app, ["train", "--resume", "--out", str(out), "--lr", "0.5", "--quiet"])
     assert result.exit_code == 2 and "--lr" in result.output
+
+
+def test_help_shows_the_bracketed_defaults():
+    """Rich markup used to swallow "[default: ...]" in option help: the defaults must reach the user."""
+    from typer.testing import CliRunner
+
+    from landscape.cli.app import app
+
+    result = CliRunner().invoke(app, ["reproduce", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())  # the help is wrapped to the terminal
+    assert "[default: reports/SCALE]" in text and "[default: runs/<name of --out>]" in text
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert "[default: sgd 0.1, adam 1e-3" in " ".join(result.output.split())
