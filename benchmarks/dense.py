@@ -100,11 +100,17 @@ def activation_floats(model: nn.Module, x) -> int:
     return total
 
 
-def _timed(fn):
+def _timed(fn, label: str = ""):
+    """``(result, seconds)``; prints the label before and the time after, so a long case shows where it is."""
     gc.collect()
+    if label:
+        print(f"[dense] {label} ...", flush=True)
     start = time.perf_counter()
     out = fn()
-    return out, time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    if label:
+        print(f"[dense] {label}: {elapsed:.1f} s", flush=True)
+    return out, elapsed
 
 
 def case(name: str, model: nn.Module, n_samples: int, batch_size: int) -> dict:
@@ -114,10 +120,12 @@ def case(name: str, model: nn.Module, n_samples: int, batch_size: int) -> dict:
     n = sum(p.numel() for p in model.parameters())
     result = {"model": name, "n_params": n, "samples": n_samples, "data": source, "batch_size": batch_size,
               "matrix_mb": n * n * 8 / 2**20}
-    H_naive, result["naive_s"] = _timed(lambda: naive(model, x, y))
+    H_naive, result["naive_s"] = _timed(lambda: naive(model, x, y), f"{name} naive loop")
     op = HessianOperator(model, None, make_batches(x, y, batch_size))
-    H_auto, result["landscape_auto_s"] = _timed(lambda: np.array(dense_hessian(op, progress=False, method="auto")))
-    H_hvp, result["landscape_hvp_s"] = _timed(lambda: np.array(dense_hessian(op, progress=False, method="hvp")))
+    H_auto, result["landscape_auto_s"] = _timed(lambda: np.array(dense_hessian(op, progress=False, method="auto")),
+                                                       f"{name} landscape auto")
+    H_hvp, result["landscape_hvp_s"] = _timed(lambda: np.array(dense_hessian(op, progress=False, method="hvp")),
+                                                     f"{name} landscape hvp")
     scale = np.abs(H_naive).max()
     result["auto_vs_naive_max_rel"] = float(np.abs(H_auto - H_naive).max() / scale)
     result["hvp_vs_naive_max_rel"] = float(np.abs(H_hvp - H_naive).max() / scale)
@@ -125,12 +133,12 @@ def case(name: str, model: nn.Module, n_samples: int, batch_size: int) -> dict:
     need = activation_floats(model, x) * n * 8 * 3
     result["func_hessian_estimated_gb"] = need / 1e9
     if need < 6e9:
-        H_func, result["func_hessian_s"] = _timed(lambda: func_hessian(model, x, y))
+        H_func, result["func_hessian_s"] = _timed(lambda: func_hessian(model, x, y), f"{name} torch.func.hessian")
         result["func_vs_naive_max_rel"] = float(np.abs(H_func - H_naive).max() / scale)
         del H_func
     else:
         result["func_hessian_s"] = None
-    spectrum, result["eigensolve_s"] = _timed(lambda: exact_spectrum(H_auto, overwrite=True))
+    spectrum, result["eigensolve_s"] = _timed(lambda: exact_spectrum(H_auto, overwrite=True), f"{name} eigensolve")
     result["eigensolve_share_of_landscape"] = result["eigensolve_s"] / (result["eigensolve_s"] + result["landscape_auto_s"])
     result["speedup_vs_naive"] = result["naive_s"] / result["landscape_auto_s"]
     result["speedup_hvp_vs_naive"] = result["naive_s"] / result["landscape_hvp_s"]
