@@ -26,7 +26,7 @@ from landscape.errors import LandscapeError
 
 MAX_DEPTH = 3  # how far below a given folder runs are looked for
 
-__all__ = ["RunArtifacts", "Fig2Artifacts", "collect", "flatness_scalars", "run_label"]
+__all__ = ["RunArtifacts", "Fig2Artifacts", "collect", "finite_float", "flatness_scalars", "run_label"]
 
 
 NOT_SETTINGS = {"seed", "out", "device", "device_resolved", "data_dir", "versions", "dataset_info", "parameters"}
@@ -212,7 +212,8 @@ def run_label(run: RunArtifacts, *, with_model: bool = False, with_seed: bool = 
     return " ".join(parts)
 
 
-def _finite(value) -> float | None:
+def finite_float(value) -> float | None:
+    """``value`` as a float when it is a finite number, else None (missing, NaN, inf, not a number)."""
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -230,9 +231,9 @@ def flatness_scalars(run: RunArtifacts) -> dict[str, dict]:
     out: dict[str, dict] = {}
 
     def put(name, value, stderr=None, invariant=None, direction=+1):
-        value = _finite(value)
+        value = finite_float(value)
         if value is not None:
-            out[name] = {"value": value, "stderr": _finite(stderr), "invariant": invariant, "direction": direction}
+            out[name] = {"value": value, "stderr": finite_float(stderr), "invariant": invariant, "direction": direction}
 
     for measure in ("sharpness", "pac-bayes", "fisher-rao"):
         for entry in run.flatness.get(measure, {}).get("entries", []):

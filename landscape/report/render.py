@@ -27,7 +27,7 @@ from landscape.io import write_text
 from landscape.plots import (draw_correlation, draw_density, draw_diagonal, draw_eigenspectrum, draw_fig2_1d,
                              draw_fig2_2d, draw_local_energy, draw_local_energy_groups, draw_ritz_values,
                              draw_training_curves, new_figure, svg_bytes)
-from landscape.report.collect import RunArtifacts, collect, flatness_scalars, run_label
+from landscape.report.collect import RunArtifacts, collect, finite_float, flatness_scalars, run_label
 
 __all__ = ["PAPER_SPECTRA", "build_report", "render_report"]
 
@@ -67,20 +67,14 @@ def num(value, digits: int = 4) -> str:
 
 
 def pct(value, digits: int = 2) -> str:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "–"
-    return f"{100 * value:.{digits}f}%" if math.isfinite(value) else "–"
+    value = finite_float(value)
+    return "–" if value is None else f"{100 * value:.{digits}f}%"
 
 
 def signed(value, digits: int = 2) -> str:
     """``+0.42`` style for correlations; '–' when undefined."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "–"
-    return f"{value:+.{digits}f}" if math.isfinite(value) else "–"
+    value = finite_float(value)
+    return "–" if value is None else f"{value:+.{digits}f}"
 
 
 def _environment() -> Environment:
