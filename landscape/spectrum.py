@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from landscape.checkpoint import checkpoint_dataset, load_checkpoint, package_versions
-from landscape.curvature.dense import MATRIX_FILE, STATE_FILE, dense_hessian
+from landscape.curvature.dense import MATRIX_FILE, STATE_FILE, dense_hessian, mark_solving
 from landscape.curvature.diagonal import adam_fisher_diagonal, diagonal_fisher
 from landscape.curvature.operators import FisherOperator, GGNOperator, HessianOperator, make_batches
 from landscape.device import resolve_device
@@ -207,8 +207,11 @@ def _run_method(op, config: SpectrumConfig, out_dir: Path, summary: dict, arrays
         H = dense_hessian(op, out_dir, block_size=config.block_size, storage_dtype=config.storage_dtype, progress=progress,
                           method=config.dense_method)
         state = json.loads((out_dir / STATE_FILE).read_text())
-        result = exact_spectrum(H, solve_dtype="float64" if config.dtype == "float64" else "float32", overwrite=True,
-                                backend=config.eigensolver)
+        in_place = not config.keep_matrix
+        if in_place:
+            mark_solving(out_dir)  # the solve below destroys the matrix: never resume onto it
+        result = exact_spectrum(H, solve_dtype="float64" if config.dtype == "float64" else "float32",
+                                overwrite=in_place, backend=config.eigensolver)
         del H
         arrays["eigenvalues"] = result.eigenvalues
         summary.update(spectrum_statistics(result.eigenvalues))

@@ -54,6 +54,24 @@ def test_dense_hessian_resumes_after_interruption_with_identical_result(tmp_path
     np.testing.assert_array_equal(resumed, full)
 
 
+def test_a_run_killed_during_the_in_place_solve_rebuilds_the_matrix(tmp_path):
+    """The in-place eigensolve overwrites the matrix: a later call must not resume onto it."""
+    from landscape.curvature.dense import mark_solving
+
+    model, x, y = _net()
+    op = HessianOperator(model, None, make_batches(x, y, 4))
+    full = np.array(dense_hessian(op, tmp_path / "a", block_size=7, progress=False))
+    H = dense_hessian(op, tmp_path / "b", block_size=7, progress=False)
+    mark_solving(tmp_path / "b")
+    exact_spectrum(H, overwrite=True)  # destroys H in place, as the killed run's solve did
+    H.flush()
+    assert not np.allclose(np.array(H), full)
+    rebuilt = np.array(dense_hessian(op, tmp_path / "b", block_size=7, progress=False))
+    np.testing.assert_array_equal(rebuilt, full)
+    state = __import__("json").loads((tmp_path / "b" / STATE_FILE).read_text())
+    assert not state.get("solving")
+
+
 def test_dense_hessian_refuses_to_resume_onto_another_operator(tmp_path):
     model, x, y = _net()
     op = HessianOperator(model, None, make_batches(x, y, 4))

@@ -59,6 +59,15 @@ def test_exact_spectrum_matches_dense_reference(run_dir, reference):
     assert not (run_dir / "spectrum-exact" / "hessian.bin").exists()
 
 
+def test_keep_matrix_keeps_the_hessian_itself(run_dir, reference):
+    """--keep-matrix must leave the matrix intact: the eigensolve then works on a copy."""
+    _spectrum(run_dir, "--method", "exact", "--keep-matrix", "--out", str(run_dir / "kept"))
+    n = reference["H"].shape[0]
+    kept = np.fromfile(run_dir / "kept" / "hessian.bin", dtype=np.float64).reshape(n, n)
+    np.testing.assert_allclose(kept, reference["H"].numpy(), rtol=1e-9, atol=1e-12)
+    assert json.loads((run_dir / "kept" / "hessian.json").read_text()).get("solving") is None
+
+
 def test_lanczos_top_and_bottom_match_exact(run_dir, reference):
     _spectrum(run_dir, "--method", "lanczos", "--k", "5", "--which", "both", "--tol", "1e-10")
     arrays, info = _load(run_dir / "spectrum-lanczos")

@@ -56,6 +56,14 @@ def _open_state(out_dir: Path, n: int, storage: np.dtype, block_size: int, finge
     if not state_path.exists() or not (out_dir / MATRIX_FILE).exists():
         return fresh
     state = json.loads(state_path.read_text())
+    if state.get("solving"):
+        # An in-place eigensolve (exact_spectrum(overwrite=True)) was under way: LAPACK
+        # has overwritten the matrix with its reduction, so nothing in the file is usable.
+        import sys
+
+        print(f"note: the matrix in '{out_dir}' was being overwritten by an in-place eigensolve when that run "
+              "stopped; building it again from the start.", file=sys.stderr)
+        return fresh
     for key in ("n", "dtype", "block_size", "fingerprint"):
         if state.get(key) != fresh[key]:
             raise LandscapeError(
@@ -200,6 +208,18 @@ def dense_hessian(
 
 class _Pause(Exception):
     """Internal: the work-unit budget of this call is spent."""
+
+
+def mark_solving(out_dir: str | Path) -> None:
+    """Record that the matrix in ``out_dir`` is about to be destroyed by an in-place solve.
+
+    A later ``dense_hessian`` on the same folder then rebuilds the matrix instead of
+    resuming onto (and solving) the half-reduced remains of a killed eigensolve.
+    """
+    state_path = Path(out_dir) / STATE_FILE
+    state = json.loads(state_path.read_text())
+    state["solving"] = True
+    write_json(state_path, state)
 
 
 def _mirror_block_rows(H: np.ndarray, group: slice, panel: int = 1024) -> None:
