@@ -130,16 +130,17 @@ def _relu_case(kind, seed=0):
     return model, x.double(), torch.randint(0, 4, (13,))
 
 
+@pytest.mark.parametrize("form", ["kron", "syrk"])
 @pytest.mark.parametrize("kind", ["mlp", "conv", "bn"])
-def test_ggn_fast_path_is_exact_for_piecewise_linear_nets(kind, tmp_path):
+def test_ggn_fast_path_is_exact_for_piecewise_linear_nets(kind, form, tmp_path):
     from landscape.curvature.dense_ggn import plan
 
     model, x, y = _relu_case(kind)
     op = HessianOperator(model, None, make_batches(x, y, 5))  # 5 + 5 + 3: unequal batches
     assert plan(op) is not None
-    H = dense_hessian(op, tmp_path, block_size=4, method="ggn", ggn_chunk=4, progress=False)
+    H = dense_hessian(op, tmp_path, block_size=4, method="ggn", ggn_chunk=4, ggn_form=form, progress=False)
     state = __import__("json").loads((tmp_path / STATE_FILE).read_text())
-    assert state["method"] == "ggn" and state["finalized"]
+    assert state["method"] == {"kron": "ggn-kron", "syrk": "ggn"}[form] and state["finalized"]
     # far fewer Hessian-vector products than parameters: the largest layer came from the GGN
     assert state["hvp_count"] < op.shape[0] / 2
     np.testing.assert_allclose(np.array(H), _reference(model, x, y), rtol=1e-9, atol=1e-13)
@@ -155,15 +156,17 @@ def test_ggn_fast_path_refuses_smooth_activations():
         dense_hessian(op, method="ggn", progress=False)
 
 
-def test_ggn_fast_path_resumes_and_survives_a_kill_inside_the_update(tmp_path):
+@pytest.mark.parametrize("form", ["kron", "syrk"])
+def test_ggn_fast_path_resumes_and_survives_a_kill_inside_the_update(form, tmp_path):
     model, x, y = _relu_case("conv")
     op = HessianOperator(model, None, make_batches(x, y, 5))
-    full = np.array(dense_hessian(op, tmp_path / "a", block_size=4, ggn_chunk=3, progress=False))
+    kw = dict(block_size=4, ggn_chunk=3, ggn_form=form, progress=False)
+    full = np.array(dense_hessian(op, tmp_path / "a", **kw))
     # interrupt in the middle of the GGN phase, then resume
     path = tmp_path / "b"
     for _ in range(40):
-        dense_hessian(op, path, block_size=4, ggn_chunk=3, progress=False, max_blocks=2)
-    resumed = np.array(dense_hessian(op, path, block_size=4, ggn_chunk=3, progress=False))
+        dense_hessian(op, path, max_blocks=2, **kw)
+    resumed = np.array(dense_hessian(op, path, **kw))
     np.testing.assert_array_equal(resumed, full)
     # a process killed inside a BLAS update: the state says "in progress" and the block is
     # half-written; the resumed build must redo the phase and still be exact
@@ -172,16 +175,20 @@ def test_ggn_fast_path_resumes_and_survives_a_kill_inside_the_update(tmp_path):
 
     group, _ = plan(op)
     hvp_blocks = -(-(op.shape[0] - (group.stop - group.start)) // 4)
-    dense_hessian(op, path, block_size=4, ggn_chunk=3, progress=False, max_blocks=hvp_blocks + 2)
+    dense_hessian(op, path, max_blocks=hvp_blocks + 2, **kw)
     state_file = path / STATE_FILE
     state = __import__("json").loads(state_file.read_text())
     assert state["blocks_done"] == hvp_blocks and state["ggn_chunks_done"] == 2
     state["ggn_in_progress"] = True
     state_file.write_text(__import__("json").dumps(state))
     H = np.memmap(path / "hessian.bin", dtype=np.float64, mode="r+", shape=full.shape)
-    H[group.start : group.start + 10, group.start : group.start + 10] += 123.0  # garbage from the interrupted update
+    if form == "syrk":  # garbage anywhere in the block the interrupted rank-k update was adding to
+        H[group.start : group.start + 10, group.start : group.start + 10] += 123.0
+    else:  # the Kronecker form writes whole rows: garbage in the row block being written (j = 2)
+        rows = slice(group.start + 2 * 8, group.start + 3 * 8)  # Linear(8, 6): 8 inputs per output row
+        H[rows, group] += 123.0
     H.flush()
-    resumed = np.array(dense_hessian(op, path, block_size=4, ggn_chunk=3, progress=False))
+    resumed = np.array(dense_hessian(op, path, **kw))
     np.testing.assert_allclose(resumed, full, rtol=1e-12, atol=1e-14)
 
 

@@ -83,6 +83,7 @@ def dense_hessian(
     max_blocks: int | None = None,
     method: str = "auto",
     ggn_chunk: int = 64,
+    ggn_form: str = "auto",
 ) -> np.ndarray:
     """Build the dense symmetric matrix of operator ``A`` (any landscape operator).
 
@@ -91,6 +92,9 @@ def dense_hessian(
     piecewise-linear classifiers, see :mod:`landscape.curvature.dense_ggn`) and the
     other columns from products; ``"auto"`` uses ``"ggn"`` where its exactness check
     passes (float64 Hessians of cross-entropy classifiers) and ``"hvp"`` otherwise.
+    ``ggn_form``: how that block is built: ``"kron"`` (a Linear layer's Kronecker form,
+    whole rows written once), ``"syrk"`` (rank-k updates over sample chunks of
+    ``ggn_chunk``, any layer type), ``"auto"`` (kron where it applies).
 
     With ``out_dir`` the matrix lives in a memory-mapped file there and the build
     resumes; without it, in memory. ``storage_dtype`` float32 halves the disk and
@@ -108,6 +112,8 @@ def dense_hessian(
         raise LandscapeError(f"storage dtype must be float32 or float64, got {storage}.")
     if method not in ("auto", "hvp", "ggn"):
         raise LandscapeError(f"dense method must be auto, hvp or ggn, got '{method}'.")
+    if ggn_form not in ("auto", "kron", "syrk"):
+        raise LandscapeError(f"GGN form must be auto, kron or syrk, got '{ggn_form}'.")
     fast = dense_ggn.plan(op) if method != "hvp" and storage == np.float64 else None
     if method == "ggn" and fast is None:
         raise LandscapeError(
@@ -115,15 +121,22 @@ def dense_hessian(
             "largest layer enters linearly, with float64 storage): use --dense-method hvp or auto."
         )
     block_size = max(1, min(int(block_size), n))
+    kron = None
     if fast is None:
         columns = np.arange(n)
         kind = "hvp"
     else:
         group, names = fast
         columns = np.concatenate([np.arange(0, group.start), np.arange(group.stop, n)])
-        kind = "ggn"
+        kron = dense_ggn.kron_layer(op, names) if ggn_form != "syrk" else None
+        if ggn_form == "kron" and kron is None:
+            raise LandscapeError("The Kronecker GGN form needs the largest layer to be an nn.Linear on flat inputs.")
+        kind = "ggn-kron" if kron is not None else "ggn"
     num_blocks = math.ceil(len(columns) / block_size)
-    ggn_total = dense_ggn.num_chunks(op, ggn_chunk) if fast is not None else 0
+    if fast is None:
+        ggn_total = 0
+    else:
+        ggn_total = kron.out_features if kron is not None else dense_ggn.num_chunks(op, ggn_chunk)
     fingerprint = operator_fingerprint(op) + f":{kind}:{ggn_chunk}"
     if out_dir is None:
         H = np.zeros((n, n), dtype=storage)
@@ -172,8 +185,9 @@ def dense_hessian(
             bar.update(task, advance=1)
         if fast is not None:
             group, names = fast
-            if state["ggn_in_progress"]:
+            if state["ggn_in_progress"] and kron is None:
                 # A kill inside a BLAS update leaves the block half-updated: redo the phase.
+                # (The Kronecker form overwrites whole rows: it just redoes the unrecorded ones.)
                 H[group, group] = 0
                 state["ggn_chunks_done"] = 0
             if int(state["ggn_chunks_done"]) < ggn_total and budget[0] > 0:
@@ -193,14 +207,18 @@ def dense_hessian(
                 state["ggn_in_progress"] = True
                 commit()
                 try:
-                    dense_ggn.build_ggn_block_(H, op, group, names, chunk=ggn_chunk,
-                                               start_chunk=int(state["ggn_chunks_done"]), on_chunk=on_chunk)
+                    if kron is not None:
+                        dense_ggn.build_kron_block_(H, op, group, kron, start_row=int(state["ggn_chunks_done"]),
+                                                    on_row=on_chunk)
+                    else:
+                        dense_ggn.build_ggn_block_(H, op, group, names, chunk=ggn_chunk,
+                                                   start_chunk=int(state["ggn_chunks_done"]), on_chunk=on_chunk)
                 except _Pause:
                     return H
             if int(state["ggn_chunks_done"]) < ggn_total:
                 return H
             if not state["finalized"]:
-                _mirror_block_rows(H, group)
+                _mirror_block_rows(H, group, within=kron is None)
                 state["finalized"] = True
                 commit()
     return H
@@ -222,9 +240,9 @@ def mark_solving(out_dir: str | Path) -> None:
     write_json(state_path, state)
 
 
-def _mirror_block_rows(H: np.ndarray, group: slice, panel: int = 1024) -> None:
+def _mirror_block_rows(H: np.ndarray, group: slice, panel: int = 1024, within: bool = True) -> None:
     """Complete rows ``group`` of H: off-block entries from the HVP rows (symmetry), and
-    the block's lower triangle from the upper one the rank-k update wrote."""
+    (``within``) the block's lower triangle from the upper one the rank-k update wrote."""
     lo, hi = group.start, group.stop
     for r0 in range(lo, hi, panel):
         r1 = min(hi, r0 + panel)
@@ -232,6 +250,8 @@ def _mirror_block_rows(H: np.ndarray, group: slice, panel: int = 1024) -> None:
             H[r0:r1, :lo] = np.asarray(H[:lo, r0:r1]).T
         if hi < H.shape[0]:
             H[r0:r1, hi:] = np.asarray(H[hi:, r0:r1]).T
+        if not within:
+            continue
         if r0 > lo:
             H[r0:r1, lo:r0] = np.asarray(H[lo:r0, r0:r1]).T
         diag = np.asarray(H[r0:r1, r0:r1])
