@@ -219,7 +219,9 @@ def _run_method(op, config: SpectrumConfig, out_dir: Path, summary: dict, arrays
                         "solver_error_bound": result.abs_error_bound, "storage_error_bound": result.storage_error_bound,
                         "storage_dtype": config.storage_dtype, "eigensolve_s": result.wall_s,
                         "eigensolve_in_place": result.in_place, "eigensolver": result.extra.get("backend"),
-                        "dense_method": state.get("method"), "dense_build_s": state.get("build_s")})
+                        "dense_method": state.get("method"), "dense_build_s": state.get("build_s"),
+                        "dense_check_rel_error": state.get("check_rel_error"),
+                        "psi_product_count": state.get("psi_product_count", 0)})
         if not config.keep_matrix:
             for name in (MATRIX_FILE, STATE_FILE):
                 (out_dir / name).unlink(missing_ok=True)

@@ -209,3 +209,79 @@ def test_mkl_and_scipy_backends_agree():
     assert np.max(np.abs(a.eigenvalues - b.eigenvalues)) <= 2 * a.eigenvalue_abs_error_bound
     a32 = exact_spectrum(H.astype(np.float32), solve_dtype="float32", backend="mkl", overwrite=True)
     assert np.max(np.abs(a32.eigenvalues - lam)) <= a32.eigenvalue_abs_error_bound
+
+
+def _split_case(head_layers=2, bias=True, trunk_act=nn.ReLU):
+    """A conv trunk (2 layers), the largest Linear, a 1- or 2-layer head: small-lenet's shape in miniature."""
+    torch.manual_seed(4)
+    layers = [nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 3, 2), trunk_act(), nn.MaxPool2d(2), nn.Flatten(),
+              nn.Linear(12, 10, bias=bias), nn.ReLU()]
+    layers += [nn.Linear(10, 5), nn.ReLU(), nn.Linear(5, 4)] if head_layers == 2 else [nn.Linear(10, 4)]
+    model = nn.Sequential(*layers).double().eval()
+    return model, torch.randn(13, 1, 7, 7, dtype=torch.float64), torch.randint(0, 4, (13,))
+
+
+@pytest.mark.parametrize("head_layers,bias,trunk_act", [(2, True, nn.ReLU), (1, False, nn.ReLU), (1, True, nn.Tanh)])
+def test_split_form_is_exact_without_products_through_the_net(head_layers, bias, trunk_act, tmp_path):
+    """Rows outside the largest layer from per-sample Jacobians: equal to torch.func.hessian."""
+    model, x, y = _split_case(head_layers, bias, trunk_act)
+    op = HessianOperator(model, None, make_batches(x, y, 5))
+    H = dense_hessian(op, tmp_path, block_size=4, progress=False)  # auto picks the split form
+    state = __import__("json").loads((tmp_path / STATE_FILE).read_text())
+    assert state["method"] == "ggn-split" and state["finalized"] and state["hvp_count"] == 0
+    # psi's block vanishes on the trunk's largest layer for ReLU, not for tanh (then every trunk column)
+    assert state["split_psi_vanishes"] == (trunk_act is nn.ReLU)
+    assert state["psi_product_count"] == (20 if trunk_act is nn.ReLU else 47)
+    assert state["check_rel_error"] < 1e-12
+    np.testing.assert_allclose(np.array(H), _reference(model, x, y), rtol=1e-9, atol=1e-13)
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("killed_in", ["running", "adding"])
+def test_split_form_resumes_after_a_kill_in_any_stage(killed_in, tmp_path, monkeypatch):
+    from landscape.curvature import dense_split
+
+    model, x, y = _split_case()
+    op = HessianOperator(model, None, make_batches(x, y, 5))
+    full = np.array(dense_hessian(op, tmp_path / "a", block_size=4, progress=False))
+    path = tmp_path / "b"
+    for budget in (2, 2, 1):  # psi columns: 20 -> 5 blocks
+        dense_hessian(op, path, block_size=4, progress=False, max_blocks=budget)
+    state = __import__("json").loads((path / STATE_FILE).read_text())
+    assert state["split_units_done"] == 5 and state["split_rows"] == "todo"
+    # the process dies inside the rows pass: after its sums into H[S, L] ("running"), or
+    # after it started adding into H[S, S] ("adding"; half of that addition done)
+    real = dense_split.build_rows_
+
+    def dying(H, op_, split, **kw):
+        def before_adding():
+            if killed_in == "adding":
+                kw["before_adding"]()
+                H[split.trunk_rows, split.trunk_rows] += 0.5
+            raise _Killed
+
+        real(H, op_, split, **{**kw, "before_adding": before_adding})
+
+    monkeypatch.setattr(dense_split, "build_rows_", dying)
+    with pytest.raises(_Killed):
+        dense_hessian(op, path, block_size=4, progress=False)
+    monkeypatch.setattr(dense_split, "build_rows_", real)
+    state = __import__("json").loads((path / STATE_FILE).read_text())
+    assert state["split_rows"] == killed_in
+    resumed = np.array(dense_hessian(op, path, block_size=4, progress=False))
+    np.testing.assert_allclose(resumed, full, rtol=1e-12, atol=1e-15)
+
+
+def test_a_matrix_that_disagrees_with_the_products_is_refused():
+    from landscape.curvature.dense import check_against_products
+
+    model, x, y = _split_case()
+    op = HessianOperator(model, None, make_batches(x, y, 5))
+    H = np.array(dense_hessian(op, block_size=4, progress=False))
+    assert check_against_products(H, op) < 1e-12
+    H[3, 100] += 1e-6 * np.abs(H).max()
+    with pytest.raises(LandscapeError, match="disagrees"):
+        check_against_products(H, op)

@@ -112,8 +112,8 @@ def dense_hessian(
         raise LandscapeError(f"storage dtype must be float32 or float64, got {storage}.")
     if method not in ("auto", "hvp", "ggn"):
         raise LandscapeError(f"dense method must be auto, hvp or ggn, got '{method}'.")
-    if ggn_form not in ("auto", "kron", "syrk"):
-        raise LandscapeError(f"GGN form must be auto, kron or syrk, got '{ggn_form}'.")
+    if ggn_form not in ("auto", "split", "kron", "syrk"):
+        raise LandscapeError(f"GGN form must be auto, split, kron or syrk, got '{ggn_form}'.")
     fast = dense_ggn.plan(op) if method != "hvp" and storage == np.float64 else None
     if method == "ggn" and fast is None:
         raise LandscapeError(
@@ -121,7 +121,7 @@ def dense_hessian(
             "largest layer enters linearly, with float64 storage): use --dense-method hvp or auto."
         )
     block_size = max(1, min(int(block_size), n))
-    kron = None
+    kron = split = None
     if fast is None:
         columns = np.arange(n)
         kind = "hvp"
@@ -132,27 +132,40 @@ def dense_hessian(
         if ggn_form == "kron" and kron is None:
             raise LandscapeError("The Kronecker GGN form needs the largest layer to be an nn.Linear on flat inputs.")
         kind = "ggn-kron" if kron is not None else "ggn"
+        if kron is not None and ggn_form in ("auto", "split"):
+            from landscape.curvature import dense_split
+
+            split = dense_split.plan_split(op, group, names, kron)
+        if ggn_form == "split" and split is None:
+            raise LandscapeError("The split form needs layers before the largest nn.Linear (a trunk) that reach the "
+                                 "logits only through it.")
+        if split is not None:
+            columns = np.zeros(0, dtype=np.int64)  # every column outside L comes from the split form
+            kind = "ggn-split"
     num_blocks = math.ceil(len(columns) / block_size)
     if fast is None:
         ggn_total = 0
     else:
         ggn_total = kron.out_features if kron is not None else dense_ggn.num_chunks(op, ggn_chunk)
+    split_units = 0 if split is None else _split_units(op, split, block_size)
     fingerprint = operator_fingerprint(op) + f":{kind}:{ggn_chunk}"
     if out_dir is None:
         H = np.zeros((n, n), dtype=storage)
         state = {"blocks_done": 0, "hvp_count": 0, "build_s": 0.0, "ggn_chunks_done": 0, "ggn_in_progress": False,
-                 "finalized": False}
+                 "finalized": False, "split_units_done": 0}
         state_path = None
     else:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         state = _open_state(out_dir, n, storage, block_size, fingerprint)
         state.update({k: v for k, v in {"method": kind, "num_blocks": num_blocks, "ggn_num_chunks": ggn_total}.items()})
+        state.setdefault("split_units_done", 0)
         state.setdefault("ggn_chunks_done", 0)
         state.setdefault("ggn_in_progress", False)
         state.setdefault("finalized", False)
         path = out_dir / MATRIX_FILE
-        started = path.exists() and (state["blocks_done"] > 0 or state["ggn_chunks_done"] > 0 or state["ggn_in_progress"])
+        started = path.exists() and (state["blocks_done"] > 0 or state["ggn_chunks_done"] > 0 or state["ggn_in_progress"]
+                                     or state.get("split_units_done", 0) > 0 or state.get("split_rows", "todo") != "todo")
         H = np.memmap(path, dtype=storage, mode="r+" if started else "w+", shape=(n, n), order="C")
         state_path = out_dir / STATE_FILE
         if not started:
@@ -166,8 +179,9 @@ def dense_hessian(
     budget = [math.inf if max_blocks is None else int(max_blocks)]
     bar = _progress(progress)
     with bar:
-        task = bar.add_task("dense curvature", total=num_blocks + ggn_total,
-                            completed=int(state["blocks_done"]) + int(state["ggn_chunks_done"]))
+        task = bar.add_task("dense curvature", total=num_blocks + split_units + ggn_total,
+                            completed=int(state["blocks_done"]) + int(state.get("split_units_done", 0))
+                            + int(state["ggn_chunks_done"]))
         for b in range(int(state["blocks_done"]), num_blocks):
             if budget[0] <= 0:
                 return H
@@ -185,6 +199,8 @@ def dense_hessian(
             bar.update(task, advance=1)
         if fast is not None:
             group, names = fast
+            if split is not None and not _split_phases(H, op, split, state, commit, budget, bar, task, block_size):
+                return H
             if state["ggn_in_progress"] and kron is None:
                 # A kill inside a BLAS update leaves the block half-updated: redo the phase.
                 # (The Kronecker form overwrites whole rows: it just redoes the unrecorded ones.)
@@ -219,9 +235,123 @@ def dense_hessian(
                 return H
             if not state["finalized"]:
                 _mirror_block_rows(H, group, within=kron is None)
+                if storage == np.float64:
+                    state["check_rel_error"] = check_against_products(H, op)
                 state["finalized"] = True
                 commit()
     return H
+
+
+def check_against_products(H: np.ndarray, op: LinearOperator, *, count: int = 2, seed: int = 0,
+                           tol: float = 1e-8) -> float:
+    """Max relative difference between ``H @ v`` and the operator's own products, for
+    ``count`` random vectors; raises if it exceeds ``tol`` (a structured build whose
+    assumptions failed must not reach the eigensolver)."""
+    g = torch.Generator().manual_seed(seed)
+    V = torch.randn(op.shape[0], count, generator=g, dtype=torch.float64)
+    want = op.matmat(V.to(op.device, op.dtype)).detach().cpu().double().numpy()
+    got = np.zeros_like(want)
+    Vn = V.numpy()
+    for i in range(0, H.shape[0], 2048):
+        got[i : i + 2048] = np.asarray(H[i : i + 2048], dtype=np.float64) @ Vn
+    rel = float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-300))
+    if rel > tol:
+        raise LandscapeError(
+            f"The dense matrix disagrees with the operator's Hessian-vector products (relative difference {rel:.1e} > "
+            f"{tol:.0e}): a structural assumption of the fast path failed for this model; rerun with "
+            "--dense-method hvp."
+        )
+    return rel
+
+
+def _split_units(op, split, block_size: int) -> int:
+    from landscape.curvature import dense_split
+
+    sizes = dict(zip(op.names, op.sizes))
+    return math.ceil(sum(sizes[n] for n in dense_split.trunk_columns(split)) / block_size) + 1
+
+
+def _split_phases(H, op, split, state: dict, commit, budget: list, bar, task, block_size: int) -> bool:
+    """Rows S = trunk + head of H (see landscape.curvature.dense_split); True when done.
+
+    Stages, recorded in ``state``: the psi-Hessian columns of the trunk (blocks, each
+    written by assignment: idempotent), then the rows pass ("running" while it adds into
+    H[S, L], "adding" while it adds into H[S, S]), then "done". A run killed while
+    "running" clears H[S, L] and redoes that pass; one killed while "adding" starts the
+    rows S over.
+    """
+    from landscape.curvature import dense_split
+
+    rows = [split.trunk_rows, split.head_rows]
+    stage = state.setdefault("split_rows", "todo")
+    if stage == "running":
+        for r in rows:
+            H[r, split.L] = 0
+        stage = "todo"
+    elif stage == "adding":
+        for r in rows:
+            H[r, :] = 0
+        state["split_units_done"] = 0
+        stage = "todo"
+    state["split_rows"] = stage
+    if stage == "done":
+        return True
+    cols = dense_split.trunk_columns(split)
+    t0 = time.perf_counter()
+    w = dense_split.psi_weights(op, split)
+    top = dense_split.trunk_operator(op, split, w, split.trunk)
+    if "split_psi_vanishes" not in state:
+        state["split_psi_vanishes"] = dense_split.psi_block_vanishes(top, split)
+    if not state["split_psi_vanishes"]:
+        cols = list(split.trunk)
+    offsets = dict(zip(top.names, np.cumsum([0] + top.sizes[:-1])))
+    sizes = dict(zip(top.names, top.sizes))
+    idx_all = np.concatenate([np.zeros(0, dtype=np.int64)]
+                             + [np.arange(offsets[f"model.{n}"], offsets[f"model.{n}"] + sizes[f"model.{n}"]) for n in cols])
+    nblocks = math.ceil(len(idx_all) / block_size)
+    t_rows = split.trunk_rows
+    base = t_rows.start
+    for b in range(int(state["split_units_done"]), nblocks):
+        if budget[0] <= 0:
+            return False
+        t1 = time.perf_counter()
+        idx = idx_all[b * block_size : (b + 1) * block_size]
+        E = torch.zeros((top.shape[0], len(idx)), dtype=top.dtype, device=top.device)
+        E[torch.from_numpy(idx), torch.arange(len(idx))] = 1
+        R = top.matmat(E).detach().cpu().double().numpy()  # psi-Hessian columns idx (all trunk rows)
+        H[t_rows, base + idx] = R
+        H[base + idx, t_rows] = R.T
+        state["psi_product_count"] = int(state.get("psi_product_count", 0)) + len(idx)
+        state["build_s"] = float(state["build_s"]) + time.perf_counter() - t1
+        state["split_units_done"] = b + 1
+        budget[0] -= 1
+        commit()
+        bar.update(task, advance=1)
+    if budget[0] <= 0:
+        return False
+    t1 = time.perf_counter()
+    state["split_rows"] = "running"
+    commit()
+
+    def adding() -> None:
+        state["split_rows"] = "adding"
+        commit()
+
+    rows_task = bar.add_task("rows outside the largest layer", total=None)
+
+    def rows_progress(done: int, total: int) -> None:
+        bar.update(rows_task, completed=done, total=total)
+
+    dense_split.build_rows_(H, op, split, before_adding=adding, progress=rows_progress)
+    bar.remove_task(rows_task)
+    state["split_rows"] = "done"
+    state["split_units_done"] = nblocks + 1
+    state["build_s"] = float(state["build_s"]) + time.perf_counter() - t1
+    state.setdefault("split_setup_s", time.perf_counter() - t0)
+    budget[0] -= 1
+    commit()
+    bar.update(task, advance=1)
+    return True
 
 
 class _Pause(Exception):

@@ -1,0 +1,446 @@
+"""Exact dense Hessian of a piecewise-linear classifier, split at its largest Linear layer.
+
+For convolutional nets like small-lenet (86% of the parameters in fc1) the GGN fast path
+of :mod:`landscape.curvature.dense_ggn` still needs one Hessian-vector product per
+parameter outside fc1 (6,570 columns for small-lenet), and on a CPU one float64 product
+over 4,096 images costs seconds: PyTorch runs float64 convolutions through its slow
+reference kernels. Those columns are sums of per-sample terms with a closed form, so
+this module builds them from per-sample Jacobians and GEMMs instead.
+
+Notation. The network is a trunk, the layer L (``nn.Linear``, weight W, bias b) and a
+head::
+
+    f_i = trunk(x_i; t),   u_i = W f_i + b,   z_i = head(u_i; h),
+
+with p_i = softmax(z_i), r_i = p_i - e_{y_i} and Lambda_i = diag(p_i) - p_i p_i^T. The
+Hessian of the mean cross-entropy is H = G + R (see dense_ggn) with R the Hessian of
+phi = (1/N) sum_i r_i^T z_i at fixed r. For a piecewise-linear head (ReLU, max-pool)
+M_i = dz_i/du_i does not depend on u_i, hence not on (t, W, b), and with
+
+    K_i = df_i/dt (in x |t|),   g_i = M_i^T r_i (out),   T_i = dg_i/dh (out x |h|),
+
+the blocks of R are (f^ = (f, 1); k runs over L's inputs, j over its outputs)::
+
+    R[t, (j, k)]  = (1/N) sum_i g_ij K_i[k, :]           (0 on b)
+    R[h, (j, k)]  = (1/N) sum_i T_i[j, :] f^_ik
+    R[t, h]       = (1/N) sum_i K_i^T W^T T_i
+    R[h, h]       = Hessian in h of (1/N) sum_i r_i^T head(u_i; h)   (u_i fixed: cheap)
+    R[t, t]       = Hessian in t of psi(t) = (1/N) sum_i (W^T g_i)^T f_i(t)   (g fixed)
+    R[L, L]       = 0.
+
+R[t, t] is the only part that needs products through the trunk: Hessian-vector
+products of psi for the trunk parameters outside its own largest layer (whose diagonal
+block of psi vanishes by the same piecewise-linear argument; checked numerically). For
+small-lenet that is conv1's 260 columns instead of 6,570. G[S, :] for S = trunk + head
+comes from per-sample Jacobian rows A_i = B_i^T J_i (B_i B_i^T = Lambda_i) with
+J_i[:, t] = M_i W K_i, J_i[:, h] from the head alone and J_i[:, L] = M_i (x) f^_i, and
+G[L, L] from the Kronecker form (dense_ggn.build_kron_block_).
+
+Nothing here is trusted blindly: the caller checks the finished matrix against two
+Hessian-vector products of the full network (``dense.check_against_products``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import grad, jacfwd, jacrev, vmap
+
+from landscape.curvature.operators import HessianOperator
+from landscape.losses import cross_entropy
+
+
+@dataclass
+class Split:
+    module: nn.Linear
+    L: slice  # the layer's slice of the flat parameter vector
+    trunk: list[str]  # parameter names before L (L's input depends on them)
+    head: list[str]  # parameter names after L
+    trunk_index: np.ndarray  # their positions in the flat vector
+    head_index: np.ndarray
+    trunk_largest: list[str]  # the trunk layer whose psi-block vanishes (no product columns)
+    prefix: str  # L's module name
+
+    @property
+    def trunk_rows(self) -> slice:
+        return slice(int(self.trunk_index[0]), int(self.trunk_index[-1]) + 1)
+
+    @property
+    def head_rows(self) -> slice:
+        if len(self.head_index) == 0:
+            return slice(0, 0)
+        return slice(int(self.head_index[0]), int(self.head_index[-1]) + 1)
+
+
+class _Hooks:
+    """Capture L's input, and optionally replace L's output, inside functional calls."""
+
+    def __init__(self, module: nn.Linear):
+        self.module = module
+        self.captured: torch.Tensor | None = None
+        self.replacement: torch.Tensor | None = None
+
+    def __call__(self, mod, inputs, output):
+        self.captured = inputs[0]
+        return output if self.replacement is None else self.replacement
+
+
+def plan_split(op: HessianOperator, group: slice, names: list[str], module: nn.Linear) -> Split | None:
+    """The trunk / L / head partition, or None where this form does not apply."""
+    if op.loss_fn is not cross_entropy or op.dtype != torch.float64:
+        return None
+    hooks = _Hooks(module)
+    handle = module.register_forward_hook(hooks)
+    x, _ = op.batches[0]
+    x = x[:2]
+    try:
+        leaves = {n: p.detach().requires_grad_(True) for n, p in op.params.items()}
+        with torch.enable_grad():
+            op.logits(leaves, x)
+            f = hooks.captured
+            others = [n for n in op.names if n not in names]
+            if not others or not f.requires_grad:
+                return None  # L is the first layer: no trunk
+            reach = torch.autograd.grad(f.sum(), [leaves[n] for n in others], allow_unused=True)
+            trunk = [n for n, g in zip(others, reach) if g is not None]
+            head = [n for n in others if n not in trunk]
+            # the head must see the trunk only through L: with L's output replaced by a
+            # constant, no trunk parameter may reach the logits
+            hooks.replacement = torch.zeros(x.shape[0], module.out_features, dtype=op.dtype, device=op.device,
+                                            requires_grad=True)
+            z = op.logits(leaves, x)
+            if trunk and any(g is not None for g in torch.autograd.grad(z.sum(), [leaves[n] for n in trunk],
+                                                                        allow_unused=True)):
+                return None
+    finally:
+        handle.remove()
+    if not trunk:
+        return None  # nothing to gain over the plain GGN path (its columns are cheap)
+    offsets = dict(zip(op.names, np.cumsum([0] + op.sizes[:-1])))
+    sizes = dict(zip(op.names, op.sizes))
+
+    def index(ns):
+        return np.concatenate([np.arange(offsets[n], offsets[n] + sizes[n]) for n in ns]) if ns else np.zeros(0, int)
+
+    trunk_index, head_index = index(trunk), index(head)
+    for ix in (trunk_index, head_index):
+        if len(ix) and len(_runs(ix)) != 1:
+            return None  # trunk or head parameters interleaved with others: not handled
+    modules: dict[str, list[str]] = {}
+    for n in trunk:
+        modules.setdefault(n.rsplit(".", 1)[0], []).append(n)
+    largest = max(modules.values(), key=lambda ns: sum(sizes[n] for n in ns))
+    prefix = next(name for name, mod in op.module.named_modules() if mod is module)
+    return Split(module=module, L=group, trunk=trunk, head=head, trunk_index=trunk_index, head_index=head_index,
+                 trunk_largest=largest, prefix=prefix)
+
+
+class _TrunkOutput(nn.Module):
+    """The model cut at L's input: ``forward(x) = f`` (the head is computed and ignored)."""
+
+    def __init__(self, model: nn.Module, module: nn.Linear):
+        super().__init__()
+        self.model = model
+        self.hooks = _Hooks(module)
+        module.register_forward_hook(self.hooks)
+
+    def forward(self, x):
+        self.model(x)
+        return self.hooks.captured
+
+
+def _linear_in_f(f: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Batch mean of <w_i, f_i>: with |b|/N batch weights, psi = (1/N) sum_i w_i^T f_i."""
+    return (f * w).sum(dim=1).mean()
+
+
+def trunk_operator(op: HessianOperator, split: Split, w_batches: list[torch.Tensor], params: list[str]):
+    """Hessian operator of psi(t) over the trunk parameters ``params`` (others fixed)."""
+    import copy
+
+    model = copy.deepcopy(op.module)
+    module = model.get_submodule(split.prefix)
+    wrapper = _TrunkOutput(model, module)
+    batches = [(x, w) for (x, _), w in zip(op.batches, w_batches)]
+    return HessianOperator(wrapper, _linear_in_f, batches, dtype=op.dtype, params=[f"model.{n}" for n in params],
+                           device=op.device, check_determinism=False)
+
+
+def _residual_vector(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """r_i = p_i - e_{y_i}: the cross-entropy gradient in the logits."""
+    r = torch.softmax(z, dim=-1)
+    r[torch.arange(len(y)), y] -= 1.0
+    return r
+
+
+class _Functions:
+    """Per-sample functions of one part of the parameters, the rest fixed at their values."""
+
+    def __init__(self, op: HessianOperator, split: Split):
+        self.op, self.split = op, split
+        self.hooks = _Hooks(split.module)
+        self.fixed = dict(op.params)
+        self.W = self.fixed[f"{split.prefix}.weight"]
+        self.b = self.fixed.get(f"{split.prefix}.bias")
+
+    def __enter__(self):
+        self.handle = self.split.module.register_forward_hook(self.hooks)
+        return self
+
+    def __exit__(self, *exc):
+        self.hooks.replacement = None
+        self.handle.remove()
+
+    def forward(self, x):
+        """(z, f) for a batch, no graph."""
+        with torch.no_grad():
+            z = self.op.logits(self.fixed, x)
+            return z, self.hooks.captured.detach()
+
+    def head(self, hp, u, dummy):
+        """Logits from L's output u (any leading batch), the trunk run on one dummy input only."""
+        self.hooks.replacement = u
+        try:
+            return self.op.logits({**self.fixed, **hp}, dummy)
+        finally:
+            self.hooks.replacement = None
+
+    def trunk_rows(self, tp, xi, rows: slice):
+        """f_i[rows] as a function of the trunk parameters, for one sample."""
+        self.op.logits({**self.fixed, **tp}, xi.unsqueeze(0))
+        return self.hooks.captured.squeeze(0)[rows]
+
+    def logits_single(self, tp, xi):
+        return self.op.logits({**self.fixed, **tp}, xi.unsqueeze(0)).squeeze(0)
+
+
+def _head_factors(fn: _Functions, u: torch.Tensor, r: torch.Tensor, dummy: torch.Tensor, *, only_t: bool = False):
+    """M_i = dz/du (B, C, out), J_head (B, C, |h|), T_i = d(M_i^T r_i)/dh (B, out, |h|)
+    (``only_t``: just T)."""
+    split = fn.split
+    hp = {n: fn.fixed[n] for n in split.head}
+    B, out = u.shape
+
+    def z_single(hp_, ui):
+        return fn.head(hp_, ui.unsqueeze(0), dummy).squeeze(0)
+
+    def g_single(hp_, ui, ri):
+        return grad(lambda uu: (z_single(hp_, uu) * ri).sum())(ui)
+
+    if split.head:
+        th = vmap(jacrev(g_single, argnums=0), in_dims=(None, 0, 0))(hp, u, r)
+        T = torch.cat([th[n].reshape(B, out, -1) for n in split.head], dim=2)
+    else:
+        T = torch.zeros(B, out, 0, dtype=u.dtype, device=u.device)
+    if only_t:
+        return None, None, T
+    M = vmap(jacrev(z_single, argnums=1), in_dims=(None, 0))(hp, u)
+    C = M.shape[1]
+    if split.head:
+        jh = vmap(jacrev(z_single, argnums=0), in_dims=(None, 0))(hp, u)
+        J_head = torch.cat([jh[n].reshape(B, C, -1) for n in split.head], dim=2)
+    else:
+        J_head = torch.zeros(B, C, 0, dtype=u.dtype, device=u.device)
+    return M, J_head, T
+
+
+def _sqrt_lambda_t(p: torch.Tensor) -> torch.Tensor:
+    """B_i^T with B_i B_i^T = diag(p_i) - p_i p_i^T (as in dense_ggn.ggn_rows)."""
+    sqrt_p = p.sqrt()
+    B = torch.diag_embed(sqrt_p) - p.unsqueeze(2) * sqrt_p.unsqueeze(1)
+    return B.transpose(1, 2)
+
+
+def _sample_chunks(op: HessianOperator, size: int):
+    return [(x[i : i + size], y[i : i + size]) for x, y in op.batches for i in range(0, x.shape[0], size)]
+
+
+def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chunk: int = 128, k_block: int = 16,
+                jac_chunk: int = 64, progress=None, before_adding=None) -> None:
+    """Add G[S, :] + R[S, :] - R[t, t] into the rows S = trunk + head of ``H``.
+
+    On entry rows S hold R[t, t] in their trunk columns and zeros elsewhere. Two passes
+    over the samples: (1) the Jacobian rows A_S, A_L and the head terms, (2) per block of
+    L's inputs, the per-sample trunk Jacobians K_i[block] (one VJP per input and sample,
+    the dominant cost) for R[t, L] and R[t, h]. ``progress(done, total)`` is called as
+    work units finish.
+    """
+    S = np.concatenate([split.trunk_index, split.head_index])
+    nt, nh = len(split.trunk_index), len(split.head_index)
+    lo, hi = split.L.start, split.L.stop
+    module = split.module
+    fan_in, out = module.in_features, module.out_features
+    nw = out * fan_in  # weight columns of L (then the bias columns, if any)
+    scale = 1.0 / op.num_samples
+    Ht = torch.from_numpy(H)
+    runs = _runs(S)  # the trunk rows, then the head rows
+    chunks = _sample_chunks(op, sample_chunk)
+    k_blocks = [slice(k, min(k + k_block, fan_in)) for k in range(0, fan_in, k_block)]
+    total = len(chunks) * (1 + len(k_blocks))
+    done = 0
+    dev = op.device
+    SS = torch.zeros(len(S), len(S), dtype=torch.float64, device=dev)
+    if dev.type == "cpu":  # H[S, L] is accumulated in place (|S| x n_L: 2.2 GB for small-lenet)
+        SL_t, SL_h = Ht[split.trunk_rows, lo:hi], Ht[split.head_rows, lo:hi]
+    else:  # on an accelerator: accumulated there, copied once
+        SL_t = torch.zeros(nt, hi - lo, dtype=torch.float64, device=dev)
+        SL_h = torch.zeros(nh, hi - lo, dtype=torch.float64, device=dev)
+    RTH = torch.zeros(nt, nh, dtype=torch.float64, device=dev)
+    us, rs, gs = [], [], []
+    with _Functions(op, split) as fn:
+        tp = {n: fn.fixed[n] for n in split.trunk}
+        # pass 1: GGN rows and the head's residual rows
+        for x, y in chunks:
+            z, f = fn.forward(x)
+            r = _residual_vector(z, y)
+            u = torch.nn.functional.linear(f, fn.W, fn.b)
+            M, J_head, T = _head_factors(fn, u, r, x[:1])
+            jt = vmap(jacrev(fn.logits_single, chunk_size=jac_chunk), in_dims=(None, 0))(tp, x)
+            B, C = M.shape[0], M.shape[1]
+            J_trunk = torch.cat([jt[n].reshape(B, C, -1) for n in split.trunk], dim=2)
+            Bt = _sqrt_lambda_t(torch.softmax(z, dim=-1))
+            A_S = (Bt @ torch.cat([J_trunk, J_head], dim=2)).reshape(B * C, -1)
+            Q = Bt @ M  # (B, C, out)
+            A_L = (Q.unsqueeze(3) * f.unsqueeze(1).unsqueeze(2)).reshape(B, C, nw)
+            if module.bias is not None:
+                A_L = torch.cat([A_L, Q], dim=2)
+            A_L = A_L.reshape(B * C, -1)
+            SS.addmm_(A_S.T, A_S, alpha=scale)
+            SL_t.addmm_(A_S[:, :nt].T, A_L, alpha=scale)
+            if nh:
+                SL_h.addmm_(A_S[:, nt:].T, A_L, alpha=scale)
+            del A_L, A_S, J_trunk, jt
+            if nh:
+                # R[h, L][p, (j, k)] = sum_i T_i[j, p] f^_ik
+                SL_h[:, :nw].view(nh, out, fan_in).add_(torch.einsum("bjp,bk->pjk", T, f), alpha=scale)
+                if module.bias is not None:
+                    SL_h[:, nw:].add_(T.sum(0).T, alpha=scale)
+            us.append(u)
+            rs.append(r)
+            gs.append(torch.einsum("bcj,bc->bj", M, r))
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        # pass 2: per block of L's inputs, K_i[block] = d f_i[block] / dt
+        W = fn.W
+        for kb in k_blocks:
+            acc = torch.zeros(kb.stop - kb.start, nt, out, dtype=torch.float64, device=dev)
+            for (x, y), u, r, g in zip(chunks, us, rs, gs):
+                kt = vmap(jacrev(lambda p, xi: fn.trunk_rows(p, xi, kb), chunk_size=jac_chunk),
+                          in_dims=(None, 0))(tp, x)
+                B = x.shape[0]
+                K = torch.cat([kt[n].reshape(B, kb.stop - kb.start, -1) for n in split.trunk], dim=2)  # (B, kb, nt)
+                del kt
+                # R[t, (j, k)] = sum_i g_ij K_i[k, :]
+                acc.add_(torch.einsum("bkp,bj->kpj", K, g), alpha=scale)
+                if nh:
+                    _, _, T = _head_factors(fn, u, r, x[:1], only_t=True)
+                    V = torch.einsum("jk,bjp->bkp", W[:, kb], T)  # (B, kb, |h|): (W^T T_i)[block]
+                    RTH.addmm_(K.reshape(-1, nt).T, V.reshape(-1, nh), alpha=scale)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            SL_t[:, :nw].view(nt, out, fan_in)[:, :, kb] += acc.permute(1, 2, 0)
+            del acc
+        if nh:
+            SS[:nt, nt:] += RTH
+            SS[nt:, :nt] += RTH.T
+            SS[nt:, nt:] += head_residual(fn, torch.cat(us), torch.cat(rs), chunks[0][0][:1])
+    if dev.type != "cpu":
+        Ht[split.trunk_rows, lo:hi] += SL_t.cpu()
+        Ht[split.head_rows, lo:hi] += SL_h.cpu()
+    SS = SS.cpu()
+    if before_adding is not None:
+        before_adding()
+    for a0, a1, s0 in runs:
+        for b0, b1, c0 in runs:
+            Ht[a0:a1, b0:b1] += SS[s0 : s0 + a1 - a0, c0 : c0 + b1 - b0]
+
+
+def head_residual(fn: _Functions, u: torch.Tensor, r: torch.Tensor, dummy: torch.Tensor) -> torch.Tensor:
+    """R[h, h]: the Hessian in h of (1/N) sum_i r_i^T head(u_i; h), u and r fixed (cheap)."""
+    names = fn.split.head
+    shapes = [fn.fixed[n].shape for n in names]
+    sizes = [fn.fixed[n].numel() for n in names]
+    h0 = torch.cat([fn.fixed[n].reshape(-1) for n in names])
+
+    def phi(hflat):
+        hp = {n: t.view(s) for n, t, s in zip(names, torch.split(hflat, sizes), shapes)}
+        return (fn.head(hp, u, dummy) * r).sum() / fn.op.num_samples
+
+    return jacfwd(grad(phi))(h0)
+
+
+def _runs(index: np.ndarray) -> list[tuple[int, int, int]]:
+    """Contiguous runs of a sorted index array: (start, stop, position in the array)."""
+    out = []
+    start = 0
+    for k in range(1, len(index) + 1):
+        if k == len(index) or index[k] != index[k - 1] + 1:
+            out.append((int(index[start]), int(index[k - 1]) + 1, start))
+            start = k
+    return out
+
+
+def trunk_columns(split: Split) -> list[str]:
+    """Trunk parameters whose psi-Hessian columns are computed by products."""
+    return [n for n in split.trunk if n not in split.trunk_largest]
+
+
+def psi_weights(op: HessianOperator, split: Split, sample_chunk: int = 256) -> list[torch.Tensor]:
+    """w_i = W^T g_i per batch (the fixed linear form of psi)."""
+    module = split.module
+    hooks = _Hooks(module)
+    handle = module.register_forward_hook(hooks)
+    fixed = dict(op.params)
+    name = split.prefix
+    W = fixed[f"{name}.weight"]
+    out = []
+    try:
+        for x, y in op.batches:
+            parts = []
+            for i in range(0, x.shape[0], sample_chunk):
+                xs, ys = x[i : i + sample_chunk], y[i : i + sample_chunk]
+                with torch.no_grad():
+                    z = op.logits(fixed, xs)
+                    f = hooks.captured.detach()
+                p = torch.softmax(z, dim=-1)
+                r = p.clone()
+                r[torch.arange(len(ys)), ys] -= 1.0
+                u = torch.nn.functional.linear(f, W, fixed.get(f"{name}.bias"))
+                dummy = xs[:1]
+
+                def head_of_u(uu):
+                    hooks.replacement = uu
+                    zz = op.logits(fixed, dummy)
+                    hooks.replacement = None
+                    return zz
+
+                # g_i = M_i^T r_i = d(r_i . z_i)/du_i, batched: one VJP
+                _, pull = torch.func.vjp(head_of_u, u)
+                (g,) = pull(r)
+                parts.append(g @ W)
+            out.append(torch.cat(parts))
+    finally:
+        hooks.replacement = None
+        handle.remove()
+    return out
+
+
+def psi_block_vanishes(top: HessianOperator, split: Split, seed: int = 0) -> bool:
+    """Numerical check that psi's Hessian vanishes on the trunk's largest layer's own block."""
+    offsets = dict(zip(top.names, np.cumsum([0] + top.sizes[:-1])))
+    sizes = dict(zip(top.names, top.sizes))
+    idx = np.concatenate([np.arange(offsets[f"model.{n}"], offsets[f"model.{n}"] + sizes[f"model.{n}"])
+                          for n in split.trunk_largest])
+    g = torch.Generator().manual_seed(seed)
+    V = torch.zeros(top.shape[0], 2, dtype=torch.float64)
+    V[torch.from_numpy(idx), 0] = torch.randn(len(idx), generator=g, dtype=torch.float64)
+    V[:, 1] = torch.randn(top.shape[0], generator=g, dtype=torch.float64)  # scale reference
+    x, w = top.batches[0]
+    hv = top._batch_matmat(0, x, w, V.to(top.device, top.dtype)).cpu()
+    scale = max(float(hv.abs().max()), 1e-300)
+    return float(hv[torch.from_numpy(idx), 0].abs().max()) <= 1e-9 * scale
