@@ -330,6 +330,7 @@ def spectrum(
         DenseMethod.auto, "--dense-method", help="Exact: ggn (GGN block + HVP columns, exact for ReLU nets), hvp, or auto."
     ),
     eigensolver: Eigensolver = typer.Option(Eigensolver.auto, "--eigensolver", help="Exact: mkl, scipy, or auto (MKL if installed)."),
+    build_only: bool = typer.Option(False, "--build-only", help="Exact: build the dense matrix (resumable) and stop before the eigensolve; the same command without it then only solves."),
     params: List[str] = typer.Option([], "--param", help="Restrict to these parameter tensors / module prefixes."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where dataset files live."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder [default: RUN_DIR/spectrum-METHOD]."),
@@ -347,7 +348,7 @@ def spectrum(
             params=tuple(params) or None, k=k, which=which.value, tol=tol, num_probes=num_probes,
             num_iters=num_iters, trace_rel=trace_rel, fisher=fisher.value, mc_samples=mc_samples,
             storage_dtype=storage.value, block_size=block_size, keep_matrix=keep_matrix,
-            dense_method=dense_method.value, eigensolver=eigensolver.value,
+            dense_method=dense_method.value, eigensolver=eigensolver.value, build_only=build_only,
         )
         target = config.output_dir()
         interrupt_hint[0] = lambda: (
@@ -356,6 +357,11 @@ def spectrum(
             else "no spectrum was written."
         )
         out_dir, summary = compute_spectrum(config, progress=not quiet and sys.stderr.isatty())
+        if summary.get("built"):
+            console.print(f"built the dense matrix in {out_dir} ({summary['n_params']} parameters, "
+                          f"{summary['dense_build_s']:.0f} s of building, method {summary['dense_method']}); run the "
+                          "same command without --build-only to solve it.", highlight=False, soft_wrap=True)
+            return
         parts = [f"n_params {summary['n_params']}"]
         for key in ("lambda_max", "lambda_min", "trace"):
             if key in summary:

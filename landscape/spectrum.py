@@ -83,6 +83,7 @@ class SpectrumConfig:
     keep_matrix: bool = False
     dense_method: str = "auto"  # auto | hvp | ggn (landscape.curvature.dense_hessian)
     eigensolver: str = "auto"  # auto | mkl | scipy
+    build_only: bool = False  # exact: build the matrix (resumably) and stop before the solve
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -93,6 +94,8 @@ class SpectrumConfig:
             raise LandscapeError(f"--samples must be >= 1, got {self.samples}.")
         if self.dtype not in ("float32", "float64"):
             raise LandscapeError(f"--dtype must be float32 or float64, got {self.dtype}.")
+        if self.build_only and self.method != "exact":
+            raise LandscapeError("--build-only is for --method exact (it builds the dense matrix and stops).")
         if self.fisher not in ("empirical", "mc", "adam", "exact"):
             raise LandscapeError(f"--fisher must be empirical, mc, exact or adam, got {self.fisher}.")
         if self.fisher == "adam" and self.method != "fisher-diag":
@@ -192,6 +195,8 @@ def compute_spectrum(config: SpectrumConfig, *, progress: bool = True) -> tuple[
         summary["loss"] = op.loss()
         _run_method(op, config, out_dir, summary, arrays, progress)
         summary["hvp_count"] = int(op.count)
+        if config.build_only:
+            return out_dir, summary  # no spectrum files: the solve is still to come
 
     if "diagonal" in arrays:
         summary.update(spectrum_statistics(arrays["diagonal"]))
@@ -207,6 +212,10 @@ def _run_method(op, config: SpectrumConfig, out_dir: Path, summary: dict, arrays
         H = dense_hessian(op, out_dir, block_size=config.block_size, storage_dtype=config.storage_dtype, progress=progress,
                           method=config.dense_method)
         state = json.loads((out_dir / STATE_FILE).read_text())
+        if config.build_only:
+            summary.update({"built": True, "dense_method": state.get("method"), "dense_build_s": state.get("build_s"),
+                            "dense_check_rel_error": state.get("check_rel_error")})
+            return
         in_place = not config.keep_matrix
         if in_place:
             mark_solving(out_dir)  # the solve below destroys the matrix: never resume onto it

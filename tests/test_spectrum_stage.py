@@ -68,6 +68,20 @@ def test_keep_matrix_keeps_the_hessian_itself(run_dir, reference):
     assert json.loads((run_dir / "kept" / "hessian.json").read_text()).get("solving") is None
 
 
+def test_build_only_stops_before_the_solve_and_the_next_run_only_solves(run_dir, reference):
+    out = run_dir / "two-step"
+    result = _spectrum(run_dir, "--method", "exact", "--build-only", "--out", str(out))
+    assert "without --build-only" in result.output
+    assert (out / "hessian.bin").exists() and not (out / "spectrum.json").exists()
+    built = json.loads((out / "hessian.json").read_text())
+    _spectrum(run_dir, "--method", "exact", "--out", str(out))
+    arrays, info = _load(out)
+    np.testing.assert_allclose(arrays["eigenvalues"], reference["eig"], rtol=0,
+                               atol=1e-10 * np.abs(reference["eig"]).max())
+    assert info["dense_build_s"] == built["build_s"]  # nothing was built again
+    assert not (out / "hessian.bin").exists()
+
+
 def test_lanczos_top_and_bottom_match_exact(run_dir, reference):
     _spectrum(run_dir, "--method", "lanczos", "--k", "5", "--which", "both", "--tol", "1e-10")
     arrays, info = _load(run_dir / "spectrum-lanczos")
