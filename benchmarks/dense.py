@@ -8,8 +8,12 @@ Debian package is installed, else seeded random images), float64 throughout:
   dense Hessian must beat);
 * torch.func.hessian of the flat-parameter mean loss over all N at once (skipped where
   its forward-over-reverse Jacobian would not fit in memory);
-* landscape.curvature.dense.dense_hessian (``auto``: GGN block + HVP columns where
-  exact, see landscape.curvature.dense_ggn; ``hvp``: vmapped column blocks only).
+* landscape.curvature.dense.dense_hessian: ``auto`` (for these piecewise-linear nets the
+  largest Linear layer's block from its Kronecker form, and the other rows from HVP
+  columns (MLP) or from the split form without any product through the net (conv net:
+  landscape.curvature.dense_split)); the older forms for comparison: ``syrk`` (the GGN
+  block by rank-k updates, HVP columns), ``kron`` (Kronecker block, HVP columns), and
+  ``hvp`` (vmapped column blocks only; MLP only in ``--quick``, it is the slowest).
 
 Each result is compared with the naive matrix (max relative entry difference) and the
 eigendecomposition's share of the total is timed (scipy eigh, eigenvalues only).
@@ -127,7 +131,8 @@ def _warm_up() -> None:
     naive(tiny, x, y)
 
 
-def case(name: str, model: nn.Module, n_samples: int, batch_size: int) -> dict:
+def case(name: str, model: nn.Module, n_samples: int, batch_size: int, *, conv: bool = False,
+         quick: bool = False) -> dict:
     _warm_up()
     torch.manual_seed(0)
     model = model.double().eval()
@@ -139,11 +144,21 @@ def case(name: str, model: nn.Module, n_samples: int, batch_size: int) -> dict:
     op = HessianOperator(model, None, make_batches(x, y, batch_size))
     H_auto, result["landscape_auto_s"] = _timed(lambda: np.array(dense_hessian(op, progress=False, method="auto")),
                                                        f"{name} landscape auto")
-    H_hvp, result["landscape_hvp_s"] = _timed(lambda: np.array(dense_hessian(op, progress=False, method="hvp")),
-                                                     f"{name} landscape hvp")
     scale = np.abs(H_naive).max()
     result["auto_vs_naive_max_rel"] = float(np.abs(H_auto - H_naive).max() / scale)
-    result["hvp_vs_naive_max_rel"] = float(np.abs(H_hvp - H_naive).max() / scale)
+    forms = ["syrk", "kron"] if conv else ["syrk"]
+    for form in forms:
+        H_form, result[f"landscape_{form}_s"] = _timed(
+            lambda: np.array(dense_hessian(op, progress=False, method="ggn", ggn_form=form)), f"{name} landscape {form}")
+        result[f"{form}_vs_naive_max_rel"] = float(np.abs(H_form - H_naive).max() / scale)
+        del H_form
+    if conv and quick:
+        result["landscape_hvp_s"] = None
+    else:
+        H_hvp, result["landscape_hvp_s"] = _timed(lambda: np.array(dense_hessian(op, progress=False, method="hvp")),
+                                                         f"{name} landscape hvp")
+        result["hvp_vs_naive_max_rel"] = float(np.abs(H_hvp - H_naive).max() / scale)
+        del H_hvp
     # torch.func.hessian materialises n tangents of every activation: skip if > 6 GB
     need = activation_floats(model, x) * n * 8 * 3
     result["func_hessian_estimated_gb"] = need / 1e9
@@ -156,7 +171,10 @@ def case(name: str, model: nn.Module, n_samples: int, batch_size: int) -> dict:
     spectrum, result["eigensolve_s"] = _timed(lambda: exact_spectrum(H_auto, overwrite=True), f"{name} eigensolve")
     result["eigensolve_share_of_landscape"] = result["eigensolve_s"] / (result["eigensolve_s"] + result["landscape_auto_s"])
     result["speedup_vs_naive"] = result["naive_s"] / result["landscape_auto_s"]
-    result["speedup_hvp_vs_naive"] = result["naive_s"] / result["landscape_hvp_s"]
+    if result["landscape_hvp_s"]:
+        result["speedup_hvp_vs_naive"] = result["naive_s"] / result["landscape_hvp_s"]
+    for form in forms:
+        result[f"auto_vs_{form}"] = result[f"landscape_{form}_s"] / result["landscape_auto_s"]
     if result["func_hessian_s"]:
         result["speedup_vs_func_hessian"] = result["func_hessian_s"] / result["landscape_auto_s"]
     result["peak_rss_mb_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -165,19 +183,25 @@ def case(name: str, model: nn.Module, n_samples: int, batch_size: int) -> dict:
 
 def run(quick: bool = False) -> dict:
     n_samples = 256 if quick else 1000
-    return {"case": "dense", "cases": [case("mlp-4780", mlp_net(), n_samples, 256),
-                                       case("conv-5226", conv_net(), n_samples, 256)]}
+    return {"case": "dense", "cases": [case("mlp-4780", mlp_net(), n_samples, 256, quick=quick),
+                                       case("conv-5226", conv_net(), n_samples, 256, conv=True, quick=quick)]}
 
 
 def table(result: dict) -> str:
-    lines = ["| model | n | N | naive | torch.func.hessian | landscape (auto) | landscape (hvp) | speed-up vs naive (target >= 3) | "
-             "vs func.hessian | max rel. diff | eigensolve share |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | n | N | naive | torch.func.hessian | landscape (auto) | syrk form | kron form | hvp only | "
+             "speed-up vs naive (target >= 3) | vs func.hessian | max rel. diff | eigensolve share |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def secs(value):
+        return f"{value:.1f} s" if value else "-"
+
     for c in result["cases"]:
         func = f"{c['func_hessian_s']:.1f} s" if c["func_hessian_s"] else f"skipped (~{c['func_hessian_estimated_gb']:.0f} GB)"
         vs_func = f"{c['speedup_vs_func_hessian']:.1f}x" if c.get("speedup_vs_func_hessian") else "-"
         lines.append(
             f"| {c['model']} | {c['n_params']} | {c['samples']} | {c['naive_s']:.1f} s | {func} | {c['landscape_auto_s']:.1f} s | "
-            f"{c['landscape_hvp_s']:.1f} s | {c['speedup_vs_naive']:.1f}x | {vs_func} | {c['auto_vs_naive_max_rel']:.1e} | "
+            f"{secs(c.get('landscape_syrk_s'))} | {secs(c.get('landscape_kron_s'))} | {secs(c.get('landscape_hvp_s'))} | "
+            f"{c['speedup_vs_naive']:.1f}x | {vs_func} | {c['auto_vs_naive_max_rel']:.1e} | "
             f"{c['eigensolve_share_of_landscape']:.0%} |"
         )
     return "\n".join(lines)
