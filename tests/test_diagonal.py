@@ -96,15 +96,34 @@ def test_layerwise_diagonal_falls_back_for_shared_layers():
                                rtol=1e-10, atol=1e-15)
 
 
-def test_layerwise_exact_expectation_is_the_ggn_diagonal():
-    from landscape.curvature.diagonal import _layerwise_diagonal
+@pytest.mark.parametrize("batched", [True, False])
+def test_layerwise_exact_expectation_is_the_ggn_diagonal(batched, monkeypatch):
+    """One forward + one batched backward of the C columns of B (or one pass per class): diag of the dense GGN."""
+    from landscape.curvature import diagonal
 
     torch.manual_seed(2)
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
-    x, y = torch.randn(7, 1, 6, 6), torch.randint(0, 3, (7,))
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(2 * 2 * 2, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3))
+    for module in model.modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.normal_()
+    model.eval()
+    x, y = torch.randn(7, 1, 8, 8), torch.randint(0, 3, (7,))
     batches = [(x[:4], y[:4]), (x[4:], y[4:])]
     ggn = GGNOperator(model, None, batches, dtype=torch.float64)
     dense = ggn @ torch.eye(ggn.shape[0], dtype=torch.float64)
-    fast = _layerwise_diagonal(FisherOperator(model, None, batches, dtype=torch.float64), exact_expectation=True)
-    assert fast is not None
+    real = diagonal._ggn_batch
+    taken = []
+
+    def spy(*args):
+        out = real(*args) if batched else False
+        taken.append(out)
+        return out
+
+    monkeypatch.setattr(diagonal, "_ggn_batch", spy)
+    fast = diagonal._layerwise_diagonal(FisherOperator(model, None, batches, dtype=torch.float64),
+                                        exact_expectation=True)
+    assert fast is not None and taken == [batched, batched]
     np.testing.assert_allclose(fast.numpy(), torch.diagonal(dense).numpy(), rtol=1e-10, atol=1e-15)

@@ -125,39 +125,17 @@ def _layerwise_diagonal(op: FisherOperator, *, exact_expectation: bool = False) 
         if sample_weights is not None:  # weight sample i's squared gradient by sample_weights[i]
             root = sample_weights.sqrt()
             grads.update({k: v * root.view(-1, *([1] * (v.dim() - 1))) for k, v in grads.items()})
-        for name in op.names:
-            module_name, module = owner[name]
-            a, g = inputs[module_name], grads[module_name]
-            leaf = name.rpartition(".")[2]
-            if isinstance(module, nn.Linear):
-                if a.dim() != 2:
-                    return False
-                piece = (g * g).T @ (a * a) if leaf == "weight" else (g * g).sum(0)
-            elif isinstance(module, nn.Conv2d):
-                if leaf == "weight":
-                    patches = F.unfold(a, module.kernel_size, dilation=module.dilation, padding=module.padding,
-                                       stride=module.stride)  # (B, C_in k k, P)
-                    per_sample = torch.bmm(g.flatten(2), patches.transpose(1, 2))  # (B, C_out, C_in k k)
-                    piece = (per_sample * per_sample).sum(0).view_as(module.weight)
-                else:
-                    piece = g.flatten(2).sum(2).square().sum(0)
-            else:  # BatchNorm in eval mode
-                shape = (1, -1) + (1,) * (a.dim() - 2)
-                xhat = (a - module.running_mean.view(shape)) / torch.sqrt(module.running_var.view(shape) + module.eps)
-                reduce_dims = tuple(range(2, a.dim()))
-                per_sample = (g * xhat) if leaf == "weight" else g
-                if reduce_dims:
-                    per_sample = per_sample.sum(reduce_dims)
-                piece = per_sample.square().sum(0)
-            total[name] += scale * piece
-        return True
+        return _add_squares(op, owner, inputs, {k: v.unsqueeze(0) for k, v in grads.items()}, scale, total)
 
     for index, ((x, y), w) in enumerate(zip(op.batches, op.weights)):
         if exact_expectation:
+            batched = _ggn_batch(op, owner, layers, x, w, total)
+            if batched is None:
+                return None
+            if batched:
+                continue
             with torch.no_grad():
                 probs = torch.softmax(op.logits(op.params, x), dim=-1)
-            if probs.dim() != 2:
-                return None
             for c in range(probs.shape[1]):
                 if not accumulate(x, torch.full_like(y, c), w, probs[:, c]):
                     return None
@@ -170,6 +148,94 @@ def _layerwise_diagonal(op: FisherOperator, *, exact_expectation: bool = False) 
                 if not accumulate(x, labels[m], w / op.mc_samples):
                     return None
     return torch.cat([total[name].reshape(-1) for name in op.names])
+
+
+def _add_squares(op, owner, inputs: dict, grads: dict, scale: float, total: dict) -> bool:
+    """``total[name] += scale * sum_k sum_i (per-sample gradient of output cotangent k)^2``.
+
+    ``grads[module]``: the gradients of the layer's OUTPUT, with a leading axis k of
+    cotangents (one per class for the GGN diagonal, a single one otherwise); ``inputs``
+    the layer inputs (shared by every k). False where a layer's shapes are not handled.
+    """
+    for name in op.names:
+        module_name, module = owner[name]
+        a, g = inputs[module_name], grads[module_name]
+        leaf = name.rpartition(".")[2]
+        if isinstance(module, nn.Linear):
+            if a.dim() != 2:
+                return False
+            # sum_k sum_i (g_ki a_i^T)^2 = (sum_k g_k^2)^T (a^2): a does not depend on k
+            g2 = (g * g).sum(0)
+            piece = g2.T @ (a * a) if leaf == "weight" else g2.sum(0)
+        elif isinstance(module, nn.Conv2d):
+            if leaf == "weight":
+                patches = F.unfold(a, module.kernel_size, dilation=module.dilation, padding=module.padding,
+                                   stride=module.stride)  # (B, C_in k k, P)
+                piece = torch.zeros_like(module.weight).view(module.weight.shape[0], -1)
+                for gk in g:
+                    per_sample = torch.bmm(gk.flatten(2), patches.transpose(1, 2))  # (B, C_out, C_in k k)
+                    piece += (per_sample * per_sample).sum(0)
+                piece = piece.view_as(module.weight)
+            else:
+                piece = g.flatten(3).sum(3).square().sum((0, 1))
+        else:  # BatchNorm in eval mode
+            shape = (1, -1) + (1,) * (a.dim() - 2)
+            xhat = (a - module.running_mean.view(shape)) / torch.sqrt(module.running_var.view(shape) + module.eps)
+            reduce_dims = tuple(range(3, g.dim()))
+            per_sample = (g * xhat.unsqueeze(0)) if leaf == "weight" else g
+            if reduce_dims:
+                per_sample = per_sample.sum(reduce_dims)
+            piece = per_sample.square().sum((0, 1))
+        total[name] += scale * piece
+    return True
+
+
+def _ggn_batch(op, owner, layers: dict, x: torch.Tensor, weight: float, total: dict) -> bool | None:
+    """The GGN diagonal's share of one batch from ONE forward pass and one batched backward pass.
+
+    diag G = (1/N) sum_i sum_c (J_i^T B_i[:, c])^2 with B_i B_i^T = diag(p_i) - p_i p_i^T
+    (B_i[:, c] = sqrt(p_ic) (e_c - p_i): the cross-entropy gradient at label c, weighted):
+    the C columns are pushed back together (``is_grads_batched``) to every layer's output,
+    instead of one forward and backward pass per class. Returns None if the model is not
+    a classifier, False if this path is unavailable (the caller loops over the classes).
+    """
+    inputs: dict[str, torch.Tensor] = {}
+    outputs: dict[str, torch.Tensor] = {}
+    calls = {name: 0 for name in layers}
+
+    def forward_hook(module_name):
+        def hook(module, args, output):
+            calls[module_name] += 1
+            inputs[module_name] = args[0].detach()
+            outputs[module_name] = output
+        return hook
+
+    handles = [module.register_forward_hook(forward_hook(name)) for name, module in layers.items()]
+    try:
+        with torch.enable_grad():
+            params = {n: p.detach().requires_grad_(True) for n, p in op.params.items()}
+            logits = op.logits(params, x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if logits.dim() != 2:
+        return None
+    if any(count != 1 for count in calls.values()) or set(outputs) != set(layers):
+        return False
+    with torch.no_grad():
+        p = torch.softmax(logits, dim=-1)
+        sqrt_p = p.sqrt()
+        eye = torch.eye(p.shape[1], dtype=p.dtype, device=p.device)
+        # V[c] = B[:, c] per sample: sqrt(p_c) (e_c - p)
+        V = sqrt_p.T.unsqueeze(2) * (eye.unsqueeze(1) - p.unsqueeze(0))  # (C, B, C)
+    names = list(layers)
+    try:
+        grads = torch.autograd.grad(logits, [outputs[n] for n in names], V, is_grads_batched=True, allow_unused=True)
+    except RuntimeError:  # a backward formula without a batching rule
+        return False
+    if any(g is None for g in grads):
+        return False
+    return _add_squares(op, owner, inputs, dict(zip(names, (g.detach() for g in grads))), weight / x.shape[0], total)
 
 
 def exact_fisher_diagonal(op: FisherOperator) -> torch.Tensor:
