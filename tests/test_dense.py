@@ -285,3 +285,17 @@ def test_a_matrix_that_disagrees_with_the_products_is_refused():
     H[3, 100] += 1e-6 * np.abs(H).max()
     with pytest.raises(LandscapeError, match="disagrees"):
         check_against_products(H, op)
+
+
+def test_split_form_is_exact_with_small_work_blocks(monkeypatch):
+    """Sample chunks, blocks of L's inputs and row blocks smaller than the problem: the same matrix."""
+    import functools
+
+    from landscape.curvature import dense_split
+
+    monkeypatch.setattr(dense_split, "build_rows_", functools.partial(
+        dense_split.build_rows_, row_block=7, sample_chunk=3, k_block=5, jac_chunk=4))
+    model, x, y = _split_case(head_layers=2)
+    op = HessianOperator(model, None, make_batches(x, y, 5))
+    H = dense_hessian(op, block_size=4, progress=False)
+    np.testing.assert_allclose(H, _reference(model, x, y), rtol=1e-9, atol=1e-13)

@@ -213,6 +213,10 @@ class _Functions:
         self.op.logits({**self.fixed, **tp}, xi.unsqueeze(0))
         return self.hooks.captured.squeeze(0)[rows]
 
+    def trunk_output(self, tp, xi):
+        """u_i = W f_i + b as a function of the trunk parameters, for one sample."""
+        return torch.nn.functional.linear(self.trunk_rows(tp, xi, slice(None)), self.W, self.b)
+
     def logits_single(self, tp, xi):
         return self.op.logits({**self.fixed, **tp}, xi.unsqueeze(0)).squeeze(0)
 
@@ -259,13 +263,14 @@ def _sample_chunks(op: HessianOperator, size: int):
 
 
 def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chunk: int = 128, k_block: int = 16,
-                jac_chunk: int = 64, progress=None, before_adding=None) -> None:
+                jac_chunk: int = 64, row_block: int = 1024, progress=None, before_adding=None) -> None:
     """Add G[S, :] + R[S, :] - R[t, t] into the rows S = trunk + head of ``H``.
 
     On entry rows S hold R[t, t] in their trunk columns and zeros elsewhere. Two passes
-    over the samples: (1) the Jacobian rows A_S, A_L and the head terms, (2) per block of
-    L's inputs, the per-sample trunk Jacobians K_i[block] (one VJP per input and sample,
-    the dominant cost) for R[t, L] and R[t, h]. ``progress(done, total)`` is called as
+    over the samples: (1) P_i = du_i/dt (one VJP per output of L and sample), with it the
+    Jacobian rows A_S (J_i[:, t] = M_i P_i), G[S, :], R[h, L] and R[t, h] = mean P^T T;
+    (2) per block of L's inputs, K_i[block] = df_i[block]/dt (one VJP per input and
+    sample, the dominant cost) for R[t, L]. ``progress(done, total)`` is called as
     work units finish.
     """
     S = np.concatenate([split.trunk_index, split.head_index])
@@ -279,7 +284,7 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
     runs = _runs(S)  # the trunk rows, then the head rows
     chunks = _sample_chunks(op, sample_chunk)
     k_blocks = [slice(k, min(k + k_block, fan_in)) for k in range(0, fan_in, k_block)]
-    total = len(chunks) * (1 + len(k_blocks))
+    total = len(chunks) * (1 + len(k_blocks))  # progress units
     done = 0
     dev = op.device
     SS = torch.zeros(len(S), len(S), dtype=torch.float64, device=dev)
@@ -292,43 +297,52 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
     us, rs, gs = [], [], []
     with _Functions(op, split) as fn:
         tp = {n: fn.fixed[n] for n in split.trunk}
-        # pass 1: GGN rows and the head's residual rows
+        # pass 1: per-sample P_i = du_i/dt (one VJP per output of L), the GGN rows and the head terms
         for x, y in chunks:
             z, f = fn.forward(x)
             r = _residual_vector(z, y)
             u = torch.nn.functional.linear(f, fn.W, fn.b)
             M, J_head, T = _head_factors(fn, u, r, x[:1])
-            jt = vmap(jacrev(fn.logits_single, chunk_size=jac_chunk), in_dims=(None, 0))(tp, x)
+            pt = vmap(jacrev(fn.trunk_output, chunk_size=jac_chunk), in_dims=(None, 0))(tp, x)
             B, C = M.shape[0], M.shape[1]
-            J_trunk = torch.cat([jt[n].reshape(B, C, -1) for n in split.trunk], dim=2)
+            P = torch.cat([pt[n].reshape(B, out, -1) for n in split.trunk], dim=2)  # (B, out, |t|)
+            del pt
             Bt = _sqrt_lambda_t(torch.softmax(z, dim=-1))
-            A_S = (Bt @ torch.cat([J_trunk, J_head], dim=2)).reshape(B * C, -1)
-            Q = Bt @ M  # (B, C, out)
-            A_L = (Q.unsqueeze(3) * f.unsqueeze(1).unsqueeze(2)).reshape(B, C, nw)
-            if module.bias is not None:
-                A_L = torch.cat([A_L, Q], dim=2)
-            A_L = A_L.reshape(B * C, -1)
-            SS.addmm_(A_S.T, A_S, alpha=scale)
-            SL_t.addmm_(A_S[:, :nt].T, A_L, alpha=scale)
-            if nh:
-                SL_h.addmm_(A_S[:, nt:].T, A_L, alpha=scale)
-            del A_L, A_S, J_trunk, jt
+            A_S = Bt @ torch.cat([M @ P, J_head], dim=2)  # (B, C, |S|): B_i^T J_i[:, S]
+            Q = Bt @ M  # (B, C, out): A_i[:, L] = Q_i (x) f^_i
+            a_s = A_S.reshape(B * C, -1)
+            SS.addmm_(a_s.T, a_s, alpha=scale)
+            # G[S, (j, k)] = sum_i E_i[s, j] f^_ik with E_i = A_S,i^T Q_i: C times fewer flops than A_S^T A_L
+            E = torch.einsum("bcs,bcj->bsj", A_S, Q)  # (B, |S|, out)
+            for rows, target, s0 in ((slice(0, nt), SL_t, 0), (slice(nt, nt + nh), SL_h, nt)):
+                for r0 in range(rows.start, rows.stop, row_block):
+                    r1 = min(rows.stop, r0 + row_block)
+                    e = E[:, r0:r1, :]
+                    view = target[r0 - s0 : r1 - s0]
+                    view[:, :nw].view(r1 - r0, out, fan_in).add_(
+                        (e.reshape(B, -1).T @ f).view(r1 - r0, out, fan_in), alpha=scale)
+                    if module.bias is not None:
+                        view[:, nw:].add_(e.sum(0), alpha=scale)
+            del E, A_S, a_s
             if nh:
                 # R[h, L][p, (j, k)] = sum_i T_i[j, p] f^_ik
                 SL_h[:, :nw].view(nh, out, fan_in).add_(torch.einsum("bjp,bk->pjk", T, f), alpha=scale)
                 if module.bias is not None:
                     SL_h[:, nw:].add_(T.sum(0).T, alpha=scale)
+                # R[t, h] = sum_i K_i^T W^T T_i = sum_i P_i^T T_i
+                RTH.addmm_(P.permute(2, 0, 1).reshape(nt, -1),
+                           T.reshape(-1, nh), alpha=scale)
             us.append(u)
             rs.append(r)
             gs.append(torch.einsum("bcj,bc->bj", M, r))
+            del P, T, M, J_head
             done += 1
             if progress is not None:
                 progress(done, total)
-        # pass 2: per block of L's inputs, K_i[block] = d f_i[block] / dt
-        W = fn.W
+        # pass 2: per block of L's inputs, K_i[block] = d f_i[block] / dt, for R[t, L]
         for kb in k_blocks:
             acc = torch.zeros(kb.stop - kb.start, nt, out, dtype=torch.float64, device=dev)
-            for (x, y), u, r, g in zip(chunks, us, rs, gs):
+            for (x, y), g in zip(chunks, gs):
                 kt = vmap(jacrev(lambda p, xi: fn.trunk_rows(p, xi, kb), chunk_size=jac_chunk),
                           in_dims=(None, 0))(tp, x)
                 B = x.shape[0]
@@ -336,10 +350,6 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
                 del kt
                 # R[t, (j, k)] = sum_i g_ij K_i[k, :]
                 acc.add_(torch.einsum("bkp,bj->kpj", K, g), alpha=scale)
-                if nh:
-                    _, _, T = _head_factors(fn, u, r, x[:1], only_t=True)
-                    V = torch.einsum("jk,bjp->bkp", W[:, kb], T)  # (B, kb, |h|): (W^T T_i)[block]
-                    RTH.addmm_(K.reshape(-1, nt).T, V.reshape(-1, nh), alpha=scale)
                 done += 1
                 if progress is not None:
                     progress(done, total)
