@@ -325,7 +325,7 @@ def spectrum(
     mc_samples: int = typer.Option(1, "--mc-samples", help="MC Fisher: label draws per input."),
     storage: Precision = typer.Option(Precision.float64, "--storage", help="Exact: precision of the stored matrix."),
     block_size: int = typer.Option(64, "--block-size", help="Exact: columns per block product."),
-    keep_matrix: bool = typer.Option(False, "--keep-matrix", help="Exact: keep hessian.bin after the solve (the solve then works on a copy: twice the memory)."),
+    keep_matrix: bool = typer.Option(False, "--keep-matrix", help="Exact: keep hessian.bin after the solve (the solve never writes to it)."),
     dense_method: DenseMethod = typer.Option(
         DenseMethod.auto, "--dense-method", help="Exact: ggn (GGN block + HVP columns, exact for ReLU nets), hvp, or auto."
     ),

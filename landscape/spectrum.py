@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from landscape.checkpoint import checkpoint_dataset, load_checkpoint, package_versions
-from landscape.curvature.dense import MATRIX_FILE, STATE_FILE, dense_hessian, mark_solving
+from landscape.curvature.dense import MATRIX_FILE, STATE_FILE, dense_hessian
 from landscape.curvature.diagonal import adam_fisher_diagonal, diagonal_fisher
 from landscape.curvature.operators import FisherOperator, GGNOperator, HessianOperator, make_batches
 from landscape.device import resolve_device
@@ -216,11 +216,16 @@ def _run_method(op, config: SpectrumConfig, out_dir: Path, summary: dict, arrays
             summary.update({"built": True, "dense_method": state.get("method"), "dense_build_s": state.get("build_s"),
                             "dense_check_rel_error": state.get("check_rel_error")})
             return
-        in_place = not config.keep_matrix
-        if in_place:
-            mark_solving(out_dir)  # the solve below destroys the matrix: never resume onto it
+        n, storage = H.shape[0], H.dtype
+        H.flush()
+        del H
+        # Solve on a private copy-on-write mapping of the file: LAPACK overwrites the matrix
+        # with its reduction n times over, and on the shared mapping the kernel wrote every
+        # dirtied page back to disk (the first small-mnistfc solve sat at 90% I/O wait). Private
+        # pages never reach the file, so the built matrix also survives a killed solve.
+        H = np.memmap(out_dir / MATRIX_FILE, dtype=storage, mode="c", shape=(n, n), order="C")
         result = exact_spectrum(H, solve_dtype="float64" if config.dtype == "float64" else "float32",
-                                overwrite=in_place, backend=config.eigensolver)
+                                overwrite=True, backend=config.eigensolver)
         del H
         arrays["eigenvalues"] = result.eigenvalues
         summary.update(spectrum_statistics(result.eigenvalues))

@@ -60,7 +60,7 @@ def test_exact_spectrum_matches_dense_reference(run_dir, reference):
 
 
 def test_keep_matrix_keeps_the_hessian_itself(run_dir, reference):
-    """--keep-matrix must leave the matrix intact: the eigensolve then works on a copy."""
+    """--keep-matrix leaves the matrix intact: the eigensolve works on a private copy-on-write mapping."""
     _spectrum(run_dir, "--method", "exact", "--keep-matrix", "--out", str(run_dir / "kept"))
     n = reference["H"].shape[0]
     kept = np.fromfile(run_dir / "kept" / "hessian.bin", dtype=np.float64).reshape(n, n)
