@@ -50,20 +50,26 @@ def _per_sample_reference(op):
     return total
 
 
+def _conv_bn_net(c_in: int, c_mid: int, flat: int, classes: int) -> nn.Module:
+    """Conv (stride 2, padding 1) + BatchNorm2d + max-pool, then Linear + BatchNorm1d: eval mode, random statistics."""
+    model = nn.Sequential(nn.Conv2d(c_in, c_mid, 3, stride=2, padding=1), nn.BatchNorm2d(c_mid), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(flat, 5), nn.BatchNorm1d(5), nn.ReLU(),
+                          nn.Linear(5, classes))
+    for module in model.modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.normal_()
+    return model.eval()
+
+
 @pytest.mark.parametrize("kind", ["empirical", "mc"])
 def test_layerwise_diagonal_equals_squared_per_sample_gradients(kind):
     """The one-backward layer-wise path (Linear, Conv2d with stride/padding, BatchNorm in eval mode)."""
     from landscape.curvature.diagonal import _layerwise_diagonal
 
     torch.manual_seed(1)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Flatten(), nn.Linear(3 * 2 * 2, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 4))
-    for module in model.modules():
-        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            module.running_mean.normal_()
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.normal_()
-    model.eval()
+    model = _conv_bn_net(2, 3, 3 * 2 * 2, 4)
     x, y = torch.randn(9, 2, 8, 8), torch.randint(0, 4, (9,))
     op = FisherOperator(model, None, [(x[:6], y[:6]), (x[6:], y[6:])], kind=kind, mc_samples=2,
                         dtype=torch.float64)
@@ -102,14 +108,7 @@ def test_layerwise_exact_expectation_is_the_ggn_diagonal(batched, monkeypatch):
     from landscape.curvature import diagonal
 
     torch.manual_seed(2)
-    model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Flatten(), nn.Linear(2 * 2 * 2, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3))
-    for module in model.modules():
-        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            module.running_mean.normal_()
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.normal_()
-    model.eval()
+    model = _conv_bn_net(1, 2, 2 * 2 * 2, 3)
     x, y = torch.randn(7, 1, 8, 8), torch.randint(0, 3, (7,))
     batches = [(x[:4], y[:4]), (x[4:], y[4:])]
     ggn = GGNOperator(model, None, batches, dtype=torch.float64)

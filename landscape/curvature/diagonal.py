@@ -96,31 +96,16 @@ def _layerwise_diagonal(op: FisherOperator, *, exact_expectation: bool = False) 
     total = {name: torch.zeros_like(op.params[name]) for name in op.names}
 
     def accumulate(x: torch.Tensor, y: torch.Tensor, weight: float, sample_weights: torch.Tensor | None = None) -> bool:
-        inputs: dict[str, torch.Tensor] = {}
-        grads: dict[str, torch.Tensor] = {}
-        calls = {name: 0 for name in layers}
-
-        def forward_hook(module_name):
-            def hook(module, args, output):
-                calls[module_name] += 1
-                inputs[module_name] = args[0].detach()
-                output.register_hook(lambda g: grads.__setitem__(module_name, g.detach()))
-            return hook
-
-        handles = [module.register_forward_hook(forward_hook(name)) for name, module in layers.items()]
-        try:
-            with torch.enable_grad():
-                params = {n: p.detach().requires_grad_(True) for n, p in op.params.items()}
-                logits = op.logits(params, x)
-                if logits.dim() != 2:
-                    return False
-                loss = op.loss_fn(logits, y) * x.shape[0]  # the SUM of per-sample losses
-                torch.autograd.grad(loss, list(params.values()))
-        finally:
-            for handle in handles:
-                handle.remove()
-        if any(count != 1 for count in calls.values()) or set(grads) != set(layers):
+        logits, inputs, outputs = _traced_forward(op, layers, x)
+        if logits is None or logits.dim() != 2:
             return False
+        with torch.enable_grad():
+            loss = op.loss_fn(logits, y) * x.shape[0]  # the SUM of per-sample losses
+        names = list(layers)
+        found = torch.autograd.grad(loss, [outputs[n] for n in names], allow_unused=True)
+        if any(g is None for g in found):
+            return False
+        grads = {n: g.detach() for n, g in zip(names, found)}
         scale = weight / x.shape[0]
         if sample_weights is not None:  # weight sample i's squared gradient by sample_weights[i]
             root = sample_weights.sqrt()
@@ -190,15 +175,10 @@ def _add_squares(op, owner, inputs: dict, grads: dict, scale: float, total: dict
     return True
 
 
-def _ggn_batch(op, owner, layers: dict, x: torch.Tensor, weight: float, total: dict) -> bool | None:
-    """The GGN diagonal's share of one batch from ONE forward pass and one batched backward pass.
-
-    diag G = (1/N) sum_i sum_c (J_i^T B_i[:, c])^2 with B_i B_i^T = diag(p_i) - p_i p_i^T
-    (B_i[:, c] = sqrt(p_ic) (e_c - p_i): the cross-entropy gradient at label c, weighted):
-    the C columns are pushed back together (``is_grads_batched``) to every layer's output,
-    instead of one forward and backward pass per class. Returns None if the model is not
-    a classifier, False if this path is unavailable (the caller loops over the classes).
-    """
+def _traced_forward(op, layers: dict, x: torch.Tensor):
+    """``(logits, inputs, outputs)`` of one forward pass with a graph, per supported layer;
+    logits None if some layer ran other than exactly once (shared layers: per-call hooks
+    would double count)."""
     inputs: dict[str, torch.Tensor] = {}
     outputs: dict[str, torch.Tensor] = {}
     calls = {name: 0 for name in layers}
@@ -218,10 +198,25 @@ def _ggn_batch(op, owner, layers: dict, x: torch.Tensor, weight: float, total: d
     finally:
         for handle in handles:
             handle.remove()
+    if any(count != 1 for count in calls.values()) or set(outputs) != set(layers):
+        return None, inputs, outputs
+    return logits, inputs, outputs
+
+
+def _ggn_batch(op, owner, layers: dict, x: torch.Tensor, weight: float, total: dict) -> bool | None:
+    """The GGN diagonal's share of one batch from ONE forward pass and one batched backward pass.
+
+    diag G = (1/N) sum_i sum_c (J_i^T B_i[:, c])^2 with B_i B_i^T = diag(p_i) - p_i p_i^T
+    (B_i[:, c] = sqrt(p_ic) (e_c - p_i): the cross-entropy gradient at label c, weighted):
+    the C columns are pushed back together (``is_grads_batched``) to every layer's output,
+    instead of one forward and backward pass per class. Returns None if the model is not
+    a classifier, False if this path is unavailable (the caller loops over the classes).
+    """
+    logits, inputs, outputs = _traced_forward(op, layers, x)
+    if logits is None:
+        return False
     if logits.dim() != 2:
         return None
-    if any(count != 1 for count in calls.values()) or set(outputs) != set(layers):
-        return False
     with torch.no_grad():
         p = torch.softmax(logits, dim=-1)
         sqrt_p = p.sqrt()
