@@ -42,6 +42,8 @@ Hessian-vector products of the full network (``dense.check_against_products``).
 
 from __future__ import annotations
 
+import copy
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,8 +80,7 @@ class Split:
 class _Hooks:
     """Capture L's input, and optionally replace L's output, inside functional calls."""
 
-    def __init__(self, module: nn.Linear):
-        self.module = module
+    def __init__(self):
         self.captured: torch.Tensor | None = None
         self.replacement: torch.Tensor | None = None
 
@@ -92,7 +93,7 @@ def plan_split(op: HessianOperator, group: slice, names: list[str], module: nn.L
     """The trunk / L / head partition, or None where this form does not apply."""
     if op.loss_fn is not cross_entropy or op.dtype != torch.float64:
         return None
-    hooks = _Hooks(module)
+    hooks = _Hooks()
     handle = module.register_forward_hook(hooks)
     x, _ = op.batches[0]
     x = x[:2]
@@ -144,7 +145,7 @@ class _TrunkOutput(nn.Module):
     def __init__(self, model: nn.Module, module: nn.Linear):
         super().__init__()
         self.model = model
-        self.hooks = _Hooks(module)
+        self.hooks = _Hooks()
         module.register_forward_hook(self.hooks)
 
     def forward(self, x):
@@ -159,8 +160,6 @@ def _linear_in_f(f: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def trunk_operator(op: HessianOperator, split: Split, w_batches: list[torch.Tensor], params: list[str]):
     """Hessian operator of psi(t) over the trunk parameters ``params`` (others fixed)."""
-    import copy
-
     model = copy.deepcopy(op.module)
     module = model.get_submodule(split.prefix)
     wrapper = _TrunkOutput(model, module)
@@ -181,7 +180,7 @@ class _Functions:
 
     def __init__(self, op: HessianOperator, split: Split):
         self.op, self.split = op, split
-        self.hooks = _Hooks(split.module)
+        self.hooks = _Hooks()
         self.fixed = dict(op.params)
         self.W = self.fixed[f"{split.prefix}.weight"]
         self.b = self.fixed.get(f"{split.prefix}.bias")
@@ -403,7 +402,7 @@ def trunk_columns(split: Split) -> list[str]:
 def psi_weights(op: HessianOperator, split: Split, sample_chunk: int = 256) -> list[torch.Tensor]:
     """w_i = W^T g_i per batch (the fixed linear form of psi)."""
     module = split.module
-    hooks = _Hooks(module)
+    hooks = _Hooks()
     handle = module.register_forward_hook(hooks)
     fixed = dict(op.params)
     name = split.prefix
