@@ -43,7 +43,6 @@ Hessian-vector products of the full network (``dense.check_against_products``).
 from __future__ import annotations
 
 import copy
-
 from dataclasses import dataclass
 
 import numpy as np
