@@ -81,10 +81,14 @@ def ggn_rows(op: HessianOperator, x: torch.Tensor, names: list[str]) -> torch.Te
     J = torch.cat([jac[n].reshape(batch, jac[n].shape[1], -1) for n in names], dim=2)  # (B, C, m)
     with torch.no_grad():
         p = torch.softmax(op.logits(op.params, x), dim=-1)
-    sqrt_p = p.sqrt()
-    Bmat = torch.diag_embed(sqrt_p) - p.unsqueeze(2) * sqrt_p.unsqueeze(1)  # (B, C, C)
-    rows = Bmat.transpose(1, 2) @ J
+    rows = sqrt_lambda_t(p) @ J
     return rows.reshape(batch * rows.shape[1], -1)
+
+
+def sqrt_lambda_t(p: torch.Tensor) -> torch.Tensor:
+    """B_i^T (B, C, C) with B_i B_i^T = Lambda_i = diag(p_i) - p_i p_i^T, B_i = diag(sqrt p_i) - p_i sqrt(p_i)^T."""
+    sqrt_p = p.sqrt()
+    return (torch.diag_embed(sqrt_p) - p.unsqueeze(2) * sqrt_p.unsqueeze(1)).transpose(1, 2)
 
 
 def residual_vanishes_on(op: HessianOperator, group: slice, names: list[str], *, seed: int = 0) -> bool:

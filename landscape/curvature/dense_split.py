@@ -50,6 +50,7 @@ import torch
 from torch import nn
 from torch.func import grad, jacfwd, jacrev, vmap
 
+from landscape.curvature.dense_ggn import sqrt_lambda_t
 from landscape.curvature.operators import HessianOperator
 from landscape.losses import cross_entropy
 
@@ -249,13 +250,6 @@ def _head_factors(fn: _Functions, u: torch.Tensor, r: torch.Tensor, dummy: torch
     return M, J_head, T
 
 
-def _sqrt_lambda_t(p: torch.Tensor) -> torch.Tensor:
-    """B_i^T with B_i B_i^T = diag(p_i) - p_i p_i^T (as in dense_ggn.ggn_rows)."""
-    sqrt_p = p.sqrt()
-    B = torch.diag_embed(sqrt_p) - p.unsqueeze(2) * sqrt_p.unsqueeze(1)
-    return B.transpose(1, 2)
-
-
 def _sample_chunks(op: HessianOperator, size: int):
     return [(x[i : i + size], y[i : i + size]) for x, y in op.batches for i in range(0, x.shape[0], size)]
 
@@ -305,7 +299,7 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
             B, C = M.shape[0], M.shape[1]
             P = torch.cat([pt[n].reshape(B, out, -1) for n in split.trunk], dim=2)  # (B, out, |t|)
             del pt
-            Bt = _sqrt_lambda_t(torch.softmax(z, dim=-1))
+            Bt = sqrt_lambda_t(torch.softmax(z, dim=-1))
             A_S = Bt @ torch.cat([M @ P, J_head], dim=2)  # (B, C, |S|): B_i^T J_i[:, S]
             Q = Bt @ M  # (B, C, out): A_i[:, L] = Q_i (x) f^_i
             a_s = A_S.reshape(B * C, -1)
@@ -415,9 +409,7 @@ def psi_weights(op: HessianOperator, split: Split, sample_chunk: int = 256) -> l
                 with torch.no_grad():
                     z = op.logits(fixed, xs)
                     f = hooks.captured.detach()
-                p = torch.softmax(z, dim=-1)
-                r = p.clone()
-                r[torch.arange(len(ys)), ys] -= 1.0
+                r = _residual_vector(z, ys)
                 u = torch.nn.functional.linear(f, W, fixed.get(f"{name}.bias"))
                 dummy = xs[:1]
 
