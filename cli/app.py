@@ -335,7 +335,7 @@ def spectrum(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where dataset files live."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder [default: RUN_DIR/spectrum-METHOD]."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda, cuda:N."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress (a bar on a terminal, a line every 30 s otherwise)."),
 ) -> None:
     """Curvature spectrum of a checkpoint: writes DIR/spectrum.npz and DIR/spectrum.json."""
     from landscape.spectrum import SpectrumConfig, compute_spectrum
@@ -356,7 +356,7 @@ def spectrum(
             if method.value == "exact" and (target / "hessian.json").exists()
             else "no spectrum was written."
         )
-        out_dir, summary = compute_spectrum(config, progress=not quiet and sys.stderr.isatty())
+        out_dir, summary = compute_spectrum(config, progress=not quiet)
         if summary.get("built"):
             console.print(f"built the dense matrix in {out_dir} ({summary['n_params']} parameters, "
                           f"{summary['dense_build_s']:.0f} s of building, method {summary['dense_method']}); run the "
@@ -609,7 +609,7 @@ def reproduce(
                                  text=None if text is None else str(text))
         log = stderr_log(quiet)
         interrupt_hint[0] = lambda: "finished steps are kept; run the same command again to continue."
-        path = run_reproduce(config, log=log, dry_run=dry_run)
+        path = run_reproduce(config, log=log, dry_run=dry_run, progress=not quiet)
         if path is not None:
             console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 

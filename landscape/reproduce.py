@@ -81,6 +81,7 @@ class Plan:
     steps: list[Step] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # datasets / targets that cannot run here, and why
     report_dirs: list[Path] = field(default_factory=list)
+    progress: bool = False  # progress bars / timed lines inside long steps (set by reproduce())
 
     def has(self, run_dir: Path, name: str) -> bool:
         """Whether a step ``name`` on ``run_dir`` is planned already (targets share runs: plan it once)."""
@@ -127,7 +128,7 @@ def _train_step(plan: Plan, target: str, run_dir: Path, config_kwargs: dict, dev
 
     def run() -> None:
         partial = (run_dir / "checkpoint.pt").exists() and (run_dir / "config.json").exists()
-        train(config, resume=partial, progress=False)
+        train(config, resume=partial, progress=plan.progress)
 
     options = " ".join([f"--{k.replace('_', '-')} {_flag_value(v)}" for k, v in config_kwargs.items()
                         if k not in ("model", "dataset", "optimizer", "model_kwargs")]
@@ -158,7 +159,7 @@ def _spectrum_step(plan: Plan, target: str, run_dir: Path, method: str, device: 
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
     plan.steps.append(Step(target, f"spectrum {method}",
                            f"landscape spectrum {run_dir / 'checkpoint.pt'} --method {method} {flags}".strip(),
-                           lambda: compute_spectrum(config, progress=False),
+                           lambda: compute_spectrum(config, progress=plan.progress),
                            lambda: _fresh(out / "spectrum.json", run_dir), run_dir))
 
 
@@ -355,11 +356,16 @@ def plan(config: ReproduceConfig, settings: dict | None = None) -> Plan:
 
 
 def reproduce(config: ReproduceConfig, *, log: Callable[[str], None] = print, dry_run: bool = False,
-              settings: dict | None = None) -> Path | None:
-    """Run (or with ``dry_run`` only list) the plan, then write ``config.out/index.html``."""
+              settings: dict | None = None, progress: bool = False) -> Path | None:
+    """Run (or with ``dry_run`` only list) the plan, then write ``config.out/index.html``.
+
+    ``progress`` shows progress inside long steps (training, dense builds): a bar on a
+    terminal, a timed line every 30 s otherwise.
+    """
     from landscape.report import build_report
 
     the_plan = plan(config, settings)
+    the_plan.progress = progress
     for reason in the_plan.skipped:
         log(f"skipped: {reason}")
     todo = [s for s in the_plan.steps if not s.done()]

@@ -41,6 +41,7 @@ from landscape.device import resolve_device
 from landscape.errors import LandscapeError
 from landscape.io import write_json, write_npz
 from landscape.losses import cross_entropy
+from landscape.progress import announce
 from landscape.spectra.exact import exact_spectrum, spectrum_statistics
 from landscape.spectra.lanczos import lanczos
 from landscape.spectra.slq import slq
@@ -224,6 +225,8 @@ def _run_method(op, config: SpectrumConfig, out_dir: Path, summary: dict, arrays
         # dirtied page back to disk (the first small-mnistfc solve sat at 90% I/O wait). Private
         # pages never reach the file, so the built matrix also survives a killed solve.
         H = np.memmap(out_dir / MATRIX_FILE, dtype=storage, mode="c", shape=(n, n), order="C")
+        announce(f"eigensolve of the {n:,} x {n:,} matrix started (built by {state.get('method')} in "
+                 f"{float(state.get('build_s') or 0):.0f} s); LAPACK reports no progress until it returns", progress)
         result = exact_spectrum(H, solve_dtype="float64" if config.dtype == "float64" else "float32",
                                 overwrite=True, backend=config.eigensolver)
         del H

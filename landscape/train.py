@@ -43,6 +43,7 @@ from landscape.io import json_safe, write_json, write_text
 from landscape.losses import cross_entropy, evaluate
 from landscape.models import build_model, count_parameters
 from landscape.optim import OPTIMIZER_NAMES, build_optimizer, closure_fresh_batch
+from landscape.progress import make_progress
 
 #: Outer learning rates used when --lr is not given (paper Sec. 5.2-5.4 where it says).
 DEFAULT_LR = {
@@ -450,7 +451,7 @@ def train(
     fixed_batch: list[torch.Tensor] = []
     fixed_closure = closure_for(lambda: fixed_batch[0])
 
-    progress_bar = _make_progress(progress)
+    progress_bar = make_progress(progress, "steps", status=True)
     total_steps = config.epochs * steps_per_epoch
     try:
         with progress_bar:
@@ -498,20 +499,3 @@ def train(
     finally:
         model.eval()
     return TrainResult(run_dir=run_dir, metrics=rows, model=model)
-
-
-def _make_progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("steps"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
-        disable=not enabled,
-        transient=False,
-    )

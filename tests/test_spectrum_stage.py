@@ -31,9 +31,9 @@ def reference(run_dir):
     return {"H": H, "eig": torch.linalg.eigvalsh(H).numpy(), "fisher_diag": (grads**2).mean(0).numpy()}
 
 
-def _spectrum(run_dir, *args):
+def _spectrum(run_dir, *args, quiet=True):
     result = runner.invoke(app, ["spectrum", str(run_dir / "checkpoint.pt"), "--samples", str(N), "--batch-size", "30",
-                                 "--device", "cpu", "--quiet", *args])
+                                 "--device", "cpu", *(["--quiet"] if quiet else []), *args])
     assert result.exit_code == 0, result.output
     return result
 
@@ -70,11 +70,13 @@ def test_keep_matrix_keeps_the_hessian_itself(run_dir, reference):
 
 def test_build_only_stops_before_the_solve_and_the_next_run_only_solves(run_dir, reference):
     out = run_dir / "two-step"
-    result = _spectrum(run_dir, "--method", "exact", "--build-only", "--out", str(out))
+    result = _spectrum(run_dir, "--method", "exact", "--build-only", "--out", str(out), quiet=False)
     assert "without --build-only" in result.output
+    assert "dense curvature:" in result.output and "(100%)" in result.output  # progress lines without a terminal
     assert (out / "hessian.bin").exists() and not (out / "spectrum.json").exists()
     built = json.loads((out / "hessian.json").read_text())
-    _spectrum(run_dir, "--method", "exact", "--out", str(out))
+    result = _spectrum(run_dir, "--method", "exact", "--out", str(out), quiet=False)
+    assert "eigensolve of the" in result.output and "LAPACK reports no progress" in result.output
     arrays, info = _load(out)
     np.testing.assert_allclose(arrays["eigenvalues"], reference["eig"], rtol=0,
                                atol=1e-10 * np.abs(reference["eig"]).max())

@@ -29,6 +29,7 @@ import torch
 from landscape.curvature.base import LinearOperator, as_operator
 from landscape.errors import LandscapeError
 from landscape.io import write_json
+from landscape.progress import make_progress
 
 MATRIX_FILE = "hessian.bin"
 STATE_FILE = "hessian.json"
@@ -177,7 +178,7 @@ def dense_hessian(
             write_json(state_path, state)
 
     budget = [math.inf if max_blocks is None else int(max_blocks)]
-    bar = _progress(progress)
+    bar = make_progress(progress, "blocks")
     with bar:
         task = bar.add_task("dense curvature", total=num_blocks + split_units + ggn_total,
                             completed=int(state["blocks_done"]) + int(state.get("split_units_done", 0))
@@ -414,10 +415,3 @@ def symmetrize_(H: np.ndarray, block: int = 4096) -> float:
             H[i : i + block, j : j + block] = avg
             H[j : j + block, i : i + block] = avg.T
     return worst
-
-
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("blocks"),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), disable=not enabled)
