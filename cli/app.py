@@ -170,6 +170,8 @@ def train(
     preprocess: Optional[str] = typer.Option(None, help="Extra preprocessing, e.g. gcn-zca for cifar10."),
     val_fraction: float = typer.Option(0.1, help="Fraction of the training split held out for validation."),
     seq_len: Optional[int] = typer.Option(None, help="Window length for text / ptb."),
+    train_subset: Optional[int] = typer.Option(None, help="Train on the first N samples of the train split only "
+                                                          "(validation and test untouched)."),
     seed: int = typer.Option(0, help="Seed of initialisation, data order and SGLD noise."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory [default: runs/MODEL-OPTIMIZER-DATASET-sSEED]."),
     device: str = typer.Option("auto", help="auto (CUDA if present), cpu, cuda, cuda:N."),
@@ -228,6 +230,7 @@ def train(
                 preprocess=preprocess,
                 val_fraction=val_fraction,
                 seq_len=seq_len,
+                train_subset=train_subset,
                 seed=seed,
                 device=device,
                 out=str(out) if out is not None else default_run_dir(model.value, optimizer.value, dataset, seed),

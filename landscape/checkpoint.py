@@ -191,7 +191,8 @@ def checkpoint_dataset(meta: dict, split: str, data_dir: str | None = None):
     """One split of the dataset a checkpoint was trained on, with the same preprocessing.
 
     ``meta`` is the second value of :func:`load_checkpoint`; ``data_dir`` overrides the
-    folder recorded at training time (the files may have moved).
+    folder recorded at training time (the files may have moved). A run trained on a
+    ``train_subset`` gets that subset as its train split.
     """
     from landscape.data import load_dataset
 
@@ -199,4 +200,7 @@ def checkpoint_dataset(meta: dict, split: str, data_dir: str | None = None):
     if "name" not in record:
         raise LandscapeError("The checkpoint does not say which dataset it was trained on; it cannot pick samples.")
     kwargs = {k: record[k] for k in ("normalize", "preprocess", "val_fraction", "seq_len") if record.get(k) is not None}
-    return load_dataset(record["name"], split, data_dir or (meta.get("config") or {}).get("data_dir"), **kwargs)
+    dataset = load_dataset(record["name"], split, data_dir or (meta.get("config") or {}).get("data_dir"), **kwargs)
+    if split == "train" and record.get("train_subset"):
+        dataset = dataset.head(int(record["train_subset"]))  # the samples it was trained on
+    return dataset

@@ -74,6 +74,9 @@ class TrainConfig:
     preprocess: str | None = None
     val_fraction: float = 0.1
     seq_len: int | None = None
+    # train on the first N samples of the train split only (val / test untouched): the
+    # paper's char-LSTM learns to re-generate 256 lines of 32 characters (Sec. 5.1)
+    train_subset: int | None = None
     # model
     model_kwargs: dict = field(default_factory=dict)
     # outer optimizer
@@ -108,6 +111,8 @@ class TrainConfig:
             raise LandscapeError(f"Unknown optimizer '{self.optimizer}': choose one of {', '.join(OPTIMIZER_NAMES)}.")
         if self.epochs < 0:
             raise LandscapeError(f"--epochs must be >= 0, got {self.epochs}.")
+        if self.train_subset is not None and self.train_subset < 1:
+            raise LandscapeError(f"--train-subset must be >= 1, got {self.train_subset}.")
         if self.batch_size < 1:
             raise LandscapeError(f"--batch-size must be >= 1, got {self.batch_size}.")
         if self.lr is not None and not self.lr > 0:
@@ -219,7 +224,14 @@ def load_splits(config: TrainConfig) -> dict[str, Dataset]:
     if config.seq_len is not None:
         kwargs["seq_len"] = config.seq_len
     # one read of the files and one fit of the preprocessing (ZCA) for all three splits
-    return load_data_splits(config.dataset, ("train", "val", "test"), config.data_dir, **kwargs)
+    splits = load_data_splits(config.dataset, ("train", "val", "test"), config.data_dir, **kwargs)
+    if config.train_subset is not None:
+        if config.train_subset > len(splits["train"]):
+            raise LandscapeError(f"--train-subset {config.train_subset} exceeds the {len(splits['train'])} samples "
+                                 f"of {config.dataset}'s train split.")
+        splits["train"] = splits["train"].head(config.train_subset)
+    return splits
+
 
 
 def _dataset_record(config: TrainConfig, splits: dict[str, Dataset]) -> dict:
@@ -231,6 +243,7 @@ def _dataset_record(config: TrainConfig, splits: dict[str, Dataset]) -> dict:
         "preprocess": config.preprocess,
         "val_fraction": config.val_fraction,
         "seq_len": config.seq_len,
+        "train_subset": config.train_subset,
         "input_shape": list(train.input_shape),
         "num_classes": train.num_classes,
         "sizes": {k: len(v) for k, v in splits.items()},

@@ -126,3 +126,17 @@ def test_a_diverging_member_is_recorded_and_the_rest_goes_on(tmp_path):
     assert "sgd-lr1e+06-b64-s0" in html and "failed" in html  # named among the skipped steps
     assert "not run, the training of" in html  # its measurement was not attempted
     assert "sgd-lr0.1-b64-s0</td>" in html  # the healthy member is in the report
+
+
+def test_full_fig3b_learns_the_256_lines_it_is_measured_on(tmp_path):
+    """Sec. 5.1: the char-LSTM is trained to re-generate 256 lines of 32 characters, and its Hessian
+    is taken over those lines: the train step keeps the first 256 windows, the spectrum takes 256."""
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 400, encoding="utf-8")
+    the_plan = plan(ReproduceConfig(target="fig3", scale="full", runs=str(tmp_path / "runs"), text=str(text),
+                                    data_dir=str(tmp_path / "none")))
+    commands = [s.command for s in the_plan.steps if "char-lstm" in s.command]
+    train = [c for c in commands if c.startswith("landscape train")]
+    spectra = [c for c in commands if c.startswith("landscape spectrum")]
+    assert len(train) == 2 and all("--seq-len 32 --train-subset 256 --batch-size 32" in c for c in train)
+    assert len(spectra) == 2 and all("--method exact --samples 256" in c for c in spectra)

@@ -141,3 +141,25 @@ def test_model_and_dataset_of_different_kinds_are_refused(tmp_path):
     with pytest.raises(LandscapeError, match="BatchNorm"):
         train(_config(tmp_path, model="mnistfc", batch_size=1), progress=False)
     assert not (tmp_path / "run").exists()  # nothing is created for a refused run
+
+
+def test_train_subset_trains_and_measures_on_the_first_n_samples_only(tmp_path):
+    """The paper's char-LSTM learns 256 fixed lines: --train-subset N uses the first N train samples,
+    and the spectrum stage gets exactly those samples back from the checkpoint."""
+    from landscape.checkpoint import checkpoint_dataset
+    from landscape.errors import LandscapeError
+    from landscape.train import load_splits
+
+    config = _config(tmp_path, train_subset=100, epochs=2, batch_size=50)
+    result = train(config, progress=False)
+    last = result.final
+    assert last["step"] == 4 and last["effective_epochs"] == pytest.approx(2.0)  # 2 steps of 50 per epoch
+    full = load_splits(_config(tmp_path))
+    _, meta = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    train_split = checkpoint_dataset(meta, "train")
+    assert len(train_split) == 100 and torch.equal(train_split.inputs, full["train"].inputs[:100])
+    assert len(checkpoint_dataset(meta, "val")) == len(full["val"])  # validation untouched
+    with pytest.raises(LandscapeError, match="exceeds the"):
+        load_splits(_config(tmp_path, train_subset=10**6))
+    with pytest.raises(LandscapeError, match=">= 1"):
+        _config(tmp_path, train_subset=0)

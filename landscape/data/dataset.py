@@ -8,7 +8,7 @@ explicit generator.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -55,6 +55,16 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one example: (C, H, W) for images, (T,) for sequences."""
         return tuple(self.inputs.shape[1:])
+
+    def head(self, n: int) -> "Dataset":
+        """The first ``n`` examples in dataset order (provenance noted in ``meta``)."""
+        from landscape.data.files import DatasetArgumentError
+
+        if not 1 <= n <= len(self):
+            raise DatasetArgumentError(f"Cannot take the first {n} of the {len(self)} examples of the "
+                                       f"'{self.split}' split of {self.name}.")
+        meta = {**self.meta, "subset": f"first {n} of {len(self)} in dataset order"}
+        return replace(self, inputs=self.inputs[:n], targets=self.targets[:n], meta=meta)
 
     def __repr__(self) -> str:
         return (
