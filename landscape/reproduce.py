@@ -233,7 +233,7 @@ FULL = {
     # product columns of an LSTM: ~1 h on 2 cores). The paper gives no epoch count or batch size;
     # trained on the whole text for a few epochs the net stays near the unigram loss (3.1 nats).
     # Fig. 3c: All-CNN-BN diagonal Fisher
-    "char_lstm": {"optimizer": "adam", "epochs": 500, "lr": 2e-3, "seq_len": 32, "train_subset": 256,
+    "char_lstm": {"optimizer": "adam", "epochs": 1000, "lr": 2e-3, "seq_len": 32, "train_subset": 256,
                   "batch_size": 32, "spectrum_samples": 256},
     "all_cnn": {"optimizer": "sgd", "epochs": 20, "lr": 0.1, "preprocess": "gcn-zca"},
 }
