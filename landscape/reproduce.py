@@ -243,8 +243,8 @@ def _fig3_full(result: Plan, config: ReproduceConfig, settings: dict, root: Path
     """Fig. 3b (char-lstm on a text file) and 3c (All-CNN-BN diagonal Fisher on CIFAR-10), when their data exist."""
     device, data_dir = config.device, config.data_dir
     if config.text is None:
-        result.skipped.append("fig3b (char-lstm): no text file given; pass --text FILE (any UTF-8 text; the paper "
-                              "used War and Peace, e.g. Project Gutenberg's pg2600.txt).")
+        result.skipped.append("fig3b (char-lstm): no text file given; pass --text FILE (any UTF-8 text of at least "
+                              "256 lines of 32 characters; the paper does not name the piece of text it used).")
     elif not Path(config.text).is_file():
         result.skipped.append(f"fig3b (char-lstm): the text file '{config.text}' does not exist.")
     else:

@@ -35,7 +35,7 @@ __all__ = ["PAPER_SPECTRA", "build_report", "render_report"]
 PAPER_SPECTRA = {
     "small-lenet": "Fig. 1 (MNIST, 2 runs): ~94% of |λ| < 1e-4, λmax ≈ 40, λmin ≈ -0.46",
     "small-mnistfc": "Fig. 3a (MNIST, 2 runs): the peak |λ| ≤ 1e-2 holds 90% of the eigenvalues",
-    "char-lstm": "Fig. 3b (War and Peace, 5 runs): almost 95% of |λ| < 1e-5",
+    "char-lstm": "Fig. 3b (256 lines of 32 characters of a text, 5 runs): almost 95% of |λ| < 1e-5",
     "all-cnn-bn": "Fig. 3c (CIFAR-10 Fisher, 4 runs): ≈95% of |λ| ≤ 1e-5",
 }
 KNOBS = ("optimizer", "model", "dataset", "lr", "batch_size", "weight_decay", "momentum")
