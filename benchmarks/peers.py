@@ -274,12 +274,12 @@ class Counted:
         return self.fn(v)
 
 
-def landscape_operator(problem: Problem) -> HessianOperator:
-    return HessianOperator(problem.model, cross_entropy, problem.batches, dtype=problem.dtype)
+def landscape_operator(problem: Problem, **options) -> HessianOperator:
+    return HessianOperator(problem.model, cross_entropy, problem.batches, dtype=problem.dtype, **options)
 
 
-def landscape_hvp(problem: Problem) -> HVP:
-    op = landscape_operator(problem)
+def landscape_hvp(problem: Problem, **options) -> HVP:
+    op = landscape_operator(problem, **options)
     return lambda v: op @ v
 
 
@@ -359,6 +359,7 @@ def naive_hvp(problem: Problem) -> HVP:
 # name -> (peer it needs or None, factory)
 HVP_FACTORIES: dict[str, tuple[str | None, Callable[[Problem], HVP]]] = {
     "landscape": (None, landscape_hvp),
+    "landscape (cached graph)": (None, lambda p: landscape_hvp(p, cache_graph=True)),
     "curvlinops": ("curvlinops", curvlinops_hvp),
     "pyhessian (dataloader)": ("pyhessian", pyhessian_hvp),
     "pyhessian (one batch, cached graph)": ("pyhessian", lambda p: pyhessian_hvp(p, single_batch=True)),
