@@ -172,6 +172,8 @@ def train(
     seq_len: Optional[int] = typer.Option(None, help="Window length for text / ptb."),
     train_subset: Optional[int] = typer.Option(None, help="Train on the first N samples of the train split only "
                                                           "(validation and test untouched)."),
+    vocab: Optional[str] = typer.Option(None, help="text:PATH only: file (its distinct characters) [default] or "
+                                                   "ascii96 (the paper's 96 symbols)."),
     seed: int = typer.Option(0, help="Seed of initialisation, data order and SGLD noise."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory [default: runs/MODEL-OPTIMIZER-DATASET-sSEED]."),
     device: str = typer.Option("auto", help="auto (CUDA if present), cpu, cuda, cuda:N."),
@@ -231,6 +233,7 @@ def train(
                 val_fraction=val_fraction,
                 seq_len=seq_len,
                 train_subset=train_subset,
+                vocab=vocab,
                 seed=seed,
                 device=device,
                 out=str(out) if out is not None else default_run_dir(model.value, optimizer.value, dataset, seed),

@@ -199,7 +199,8 @@ def checkpoint_dataset(meta: dict, split: str, data_dir: str | None = None):
     record = meta.get("dataset") or {}
     if "name" not in record:
         raise LandscapeError("The checkpoint does not say which dataset it was trained on; it cannot pick samples.")
-    kwargs = {k: record[k] for k in ("normalize", "preprocess", "val_fraction", "seq_len") if record.get(k) is not None}
+    kwargs = {k: record[k] for k in ("normalize", "preprocess", "val_fraction", "seq_len", "vocab")
+              if record.get(k) is not None}
     dataset = load_dataset(record["name"], split, data_dir or (meta.get("config") or {}).get("data_dir"), **kwargs)
     if split == "train" and record.get("train_subset"):
         dataset = dataset.head(int(record["train_subset"]))  # the samples it was trained on

@@ -113,7 +113,8 @@ def _train_step(plan: Plan, target: str, run_dir: Path, config_kwargs: dict, dev
             raise LandscapeError(f"{saved_path} is unreadable; delete {run_dir} or pass another --runs.") from None
         wanted = json.loads(json.dumps(config.to_dict()))
         for key in ("model", "dataset", "optimizer", "seed", "batch_size", "lr", "model_kwargs", "L", "gamma",
-                    "scoping", "lr_milestones", "lr_decay", "sgld_lr", "noise", "seq_len", "preprocess", "train_subset"):
+                    "scoping", "lr_milestones", "lr_decay", "sgld_lr", "noise", "seq_len", "preprocess", "train_subset",
+                    "vocab"):
             if key in saved and saved.get(key) != wanted.get(key):
                 raise LandscapeError(f"{run_dir} holds a different run ({key} = {saved.get(key)!r}, this plan wants "
                                      f"{wanted.get(key)!r}); pass another --runs folder or delete that run.")
@@ -232,9 +233,11 @@ FULL = {
     # 32 characters (train_subset), and the exact Hessian is taken over those same 256 (32,640
     # product columns of an LSTM: ~1 h on 2 cores). The paper gives no epoch count or batch size;
     # trained on the whole text for a few epochs the net stays near the unigram loss (3.1 nats).
+    # The paper's 96 one-hot symbols (vocab ascii96) give its 32,640 parameters; a file's own
+    # characters give fewer (GPL-3: 76 symbols, 27,840).
     # Fig. 3c: All-CNN-BN diagonal Fisher
     "char_lstm": {"optimizer": "adam", "epochs": 1000, "lr": 2e-3, "seq_len": 32, "train_subset": 256,
-                  "batch_size": 32, "spectrum_samples": 256},
+                  "batch_size": 32, "vocab": "ascii96", "spectrum_samples": 256},
     "all_cnn": {"optimizer": "sgd", "epochs": 20, "lr": 0.1, "preprocess": "gcn-zca"},
 }
 

@@ -77,6 +77,9 @@ class TrainConfig:
     # train on the first N samples of the train split only (val / test untouched): the
     # paper's char-LSTM learns to re-generate 256 lines of 32 characters (Sec. 5.1)
     train_subset: int | None = None
+    # text:PATH only: "file" (the file's distinct characters; the default) or "ascii96" (the
+    # paper's 96 one-hot symbols: char-lstm then has exactly 32,640 parameters, Sec. 5.1)
+    vocab: str | None = None
     # model
     model_kwargs: dict = field(default_factory=dict)
     # outer optimizer
@@ -223,6 +226,8 @@ def load_splits(config: TrainConfig) -> dict[str, Dataset]:
     kwargs: dict[str, Any] = {"normalize": config.normalize, "preprocess": config.preprocess, "val_fraction": config.val_fraction}
     if config.seq_len is not None:
         kwargs["seq_len"] = config.seq_len
+    if config.vocab is not None:
+        kwargs["vocab"] = config.vocab
     # one read of the files and one fit of the preprocessing (ZCA) for all three splits
     splits = load_data_splits(config.dataset, ("train", "val", "test"), config.data_dir, **kwargs)
     if config.train_subset is not None:
@@ -244,6 +249,7 @@ def _dataset_record(config: TrainConfig, splits: dict[str, Dataset]) -> dict:
         "val_fraction": config.val_fraction,
         "seq_len": config.seq_len,
         "train_subset": config.train_subset,
+        "vocab": config.vocab,
         "input_shape": list(train.input_shape),
         "num_classes": train.num_classes,
         "sizes": {k: len(v) for k, v in splits.items()},

@@ -138,5 +138,5 @@ def test_full_fig3b_learns_the_256_lines_it_is_measured_on(tmp_path):
     commands = [s.command for s in the_plan.steps if "char-lstm" in s.command]
     train = [c for c in commands if c.startswith("landscape train")]
     spectra = [c for c in commands if c.startswith("landscape spectrum")]
-    assert len(train) == 2 and all("--seq-len 32 --train-subset 256 --batch-size 32" in c for c in train)
+    assert len(train) == 2 and all("--seq-len 32 --train-subset 256 --batch-size 32 --vocab ascii96" in c for c in train)
     assert len(spectra) == 2 and all("--method exact --samples 256" in c for c in spectra)

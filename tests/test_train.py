@@ -163,3 +163,24 @@ def test_train_subset_trains_and_measures_on_the_first_n_samples_only(tmp_path):
         load_splits(_config(tmp_path, train_subset=10**6))
     with pytest.raises(LandscapeError, match=">= 1"):
         _config(tmp_path, train_subset=0)
+
+
+def test_vocab_ascii96_gives_the_papers_char_lstm_and_travels_with_the_checkpoint(tmp_path):
+    """Sec. 5.1: 96-bit one-hot characters make char-lstm exactly 32,640 parameters, whatever the file's
+    own alphabet; the spectrum stage must rebuild the same 96-symbol ids from the checkpoint."""
+    from landscape.checkpoint import checkpoint_dataset
+    from landscape.data import load_dataset
+    from landscape.models import count_parameters
+
+    text = tmp_path / "book.txt"
+    text.write_text("abc de\n" * 400, encoding="utf-8")  # 7 distinct characters (space and newline too)
+    common = dict(model="char-lstm", dataset=f"text:{text}", optimizer="adam", epochs=0, seq_len=8, model_kwargs={})
+    paper = train(_config(tmp_path, vocab="ascii96", out=str(tmp_path / "a96"), **common), progress=False)
+    own = train(_config(tmp_path, out=str(tmp_path / "own"), **common), progress=False)
+    assert count_parameters(paper.model) == 32_640
+    assert count_parameters(own.model) == 4 * 48 * (7 + 48) + 2 * 4 * 48 + 48 * 7
+    _, meta = load_checkpoint(tmp_path / "a96" / "checkpoint.pt")
+    rebuilt = checkpoint_dataset(meta, "train")
+    assert rebuilt.num_classes == 96
+    expected = load_dataset(f"text:{text}", "train", seq_len=8, vocab="ascii96")
+    assert torch.equal(rebuilt.inputs, expected.inputs) and rebuilt.inputs.max() > 7  # ids of the 96, not of the 7
