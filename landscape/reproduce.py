@@ -115,7 +115,7 @@ def _train_step(plan: Plan, target: str, run_dir: Path, config_kwargs: dict, dev
         for key in ("model", "dataset", "optimizer", "seed", "batch_size", "lr", "model_kwargs", "L", "gamma",
                     "scoping", "lr_milestones", "lr_decay", "sgld_lr", "noise", "seq_len", "preprocess", "train_subset",
                     "vocab"):
-            if key in saved and saved.get(key) != wanted.get(key):
+            if saved.get(key) != wanted.get(key):  # a key older runs lack counts as its default, None
                 raise LandscapeError(f"{run_dir} holds a different run ({key} = {saved.get(key)!r}, this plan wants "
                                      f"{wanted.get(key)!r}); pass another --runs folder or delete that run.")
 
