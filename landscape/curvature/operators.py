@@ -235,11 +235,11 @@ class HessianOperator(ModelOperator):
       column: batched convolutions are slow on CPU). ``block_method`` is picked by timing
       the first ``min(k, chunk_size)`` columns on the first block.
 
-    ``cache_graph=True`` keeps every batch's first-backward graph (``grad_w L_b`` with
-    ``create_graph``) for the operator's lifetime, so each product is one second backward
-    pass per batch. Measured against the default on N = 1000 samples (1 thread): about
-    1.5x faster on small-mnistfc for 1-2 MiB, but only 1.0-1.2x on small-lenet / lenet
-    for 76-418 MiB, hence off by default. ``estimate_graph_bytes()`` says how much it
+    ``cache_graph=True`` keeps the first-backward graph of the whole mean loss
+    (``sum_b (|b|/N) grad_w L_b`` with ``create_graph``) for the operator's lifetime, so
+    each product is one second backward pass. Measured against the default on N = 1000
+    samples (1 thread): about 1.5x faster on small-mnistfc for 1-2 MiB, but only 1.0-1.2x
+    on small-lenet / lenet for 76-418 MiB, hence off by default. ``estimate_graph_bytes()`` says how much it
     would hold before you ask for it; ``cached_graph_bytes`` records what was kept.
     """
 
@@ -266,15 +266,21 @@ class HessianOperator(ModelOperator):
         self.block_method: str | None = "retain" if cache_graph else None
         self.cache_graph = bool(cache_graph)
         self.cached_graph_bytes = 0
-        self._graphs: list | None = None
+        self._graph: tuple | None = None  # (leaves, gradient of the whole mean loss with its graph)
         super().__init__(model, loss_fn, batches, mode=mode, dtype=dtype, params=params, device=device,
                          chunk_size=chunk_size, check_determinism=check_determinism)
         if self.cache_graph:
             # built after the determinism check, which must see two independent passes
             held: dict[int, int] = {}
-            with self._count_saved(held):
-                self._graphs = [self._first_backward(x, y) for x, y in self.batches]
-            self.cached_graph_bytes = self._graph_bytes(held, [g for _, grads in self._graphs for g in grads])
+            leaves, total = self._leaves(), None
+            with self._count_saved(held), torch.enable_grad():
+                # one graph for sum_b (|b|/N) grad L_b: a product is then a single second
+                # backward pass (one engine call, the batch weighting done inside the graph)
+                for (x, y), w in zip(self.batches, self.weights):
+                    _, grads = self._first_backward(x, y, leaves)
+                    total = [w * g for g in grads] if total is None else [t + w * g for t, g in zip(total, grads)]
+            self._graph = (leaves, total)
+            self.cached_graph_bytes = self._graph_bytes(held, total)
 
     # -- building blocks ---------------------------------------------------------------
     def _leaves(self) -> dict[str, torch.Tensor]:
@@ -345,7 +351,9 @@ class HessianOperator(ModelOperator):
         return self._flat(self._parts(method, x, y, self._tangents(v)))
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        if V.shape[1] != 1 or self.hvp_method is None or self._graphs is not None:
+        if self._graph is not None:
+            return self._retain(None, None, V, graph=self._graph)
+        if V.shape[1] != 1 or self.hvp_method is None:
             return super()._matmat(V)
         # one vector: accumulate sum_b (|b|/N) H_b v parameter by parameter, in place
         out = torch.zeros_like(V)
@@ -412,8 +420,6 @@ class HessianOperator(ModelOperator):
         self.block_method = min(times, key=times.__getitem__) if times else "vmap"
 
     def _batch_matmat(self, index, x, y, V):
-        if self._graphs is not None:
-            return self._retain(x, y, V, graph=self._graphs[index])
         if V.shape[1] == 1:
             if self.hvp_method is None:
                 return self._pick_single(x, y, V[:, 0]).unsqueeze(1)
