@@ -183,7 +183,7 @@ def table(result: dict) -> str:
         "",
         "\\* builds the graph of all N samples once (excluded from its time) and keeps it; each product is one second "
         "backward pass. \"Recomputing peers\" excludes PyHessian's mode; \"cached vs cached\" is landscape's "
-        "`cache_graph=True` (the graph of each of the 4 batches kept) over PyHessian's single-batch mode. "
+        "`cache_graph=True` (one graph of the 4 batches' weighted gradient, kept) over PyHessian's single-batch mode. "
         "PyHessian's one-off build took: "
         + "; ".join(f"{r['model']} {r['dtype']} {r['setup_s'][CACHED] * 1e3:.0f} ms" for r in result["rows"]
                     if CACHED in r.get("setup_s", {})) + ".",

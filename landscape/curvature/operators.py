@@ -237,10 +237,11 @@ class HessianOperator(ModelOperator):
 
     ``cache_graph=True`` keeps the first-backward graph of the whole mean loss
     (``sum_b (|b|/N) grad_w L_b`` with ``create_graph``) for the operator's lifetime, so
-    each product is one second backward pass. Measured against the default on N = 1000
-    samples (1 thread): about 1.5x faster on small-mnistfc for 1-2 MiB, but only 1.0-1.2x
-    on small-lenet / lenet for 76-418 MiB, hence off by default. ``estimate_graph_bytes()`` says how much it
-    would hold before you ask for it; ``cached_graph_bytes`` records what was kept.
+    each product is one second backward pass. It trades memory for speed: 1.9-2.1x faster
+    than the default on small-mnistfc for 1-2 MiB, but 0.94-1.17x on small-lenet / lenet
+    for 76-418 MiB (N = 1000; benchmarks/README.md, hvp), hence off by default.
+    ``estimate_graph_bytes()`` says how much it would hold before you ask for it;
+    ``cached_graph_bytes`` records what was kept.
     """
 
     kind = "Hessian"

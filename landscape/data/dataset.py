@@ -61,8 +61,8 @@ class Dataset:
         from landscape.data.files import DatasetArgumentError
 
         if not 1 <= n <= len(self):
-            raise DatasetArgumentError(f"Cannot take the first {n} of the {len(self)} examples of the "
-                                       f"'{self.split}' split of {self.name}.")
+            raise DatasetArgumentError(f"Cannot take the first {n} examples: {n} exceeds the {len(self)} examples "
+                                       f"of the '{self.split}' split of {self.name}, or is below 1.")
         meta = {**self.meta, "subset": f"first {n} of {len(self)} in dataset order"}
         return replace(self, inputs=self.inputs[:n], targets=self.targets[:n], meta=meta)
 
