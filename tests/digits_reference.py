@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch.func import functional_call
 
@@ -9,6 +11,11 @@ from landscape.checkpoint import load_checkpoint
 from landscape.data import load_dataset
 from landscape.losses import cross_entropy
 from landscape.train import TrainConfig, train
+
+# Where the stage tests run the command under test: the CPU unless LANDSCAPE_TEST_DEVICE
+# says otherwise (scripts/device_check.sh sets "cuda" on a GPU machine). References are
+# always computed on the CPU in float64, so the same assertions check the GPU path.
+DEVICE = os.environ.get("LANDSCAPE_TEST_DEVICE", "cpu")
 
 
 def train_tiny_digits_run(out, *, epochs: int):

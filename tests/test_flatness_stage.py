@@ -8,7 +8,7 @@ import torch
 from torch.func import hessian
 from typer.testing import CliRunner
 
-from digits_reference import flat_loss, train_tiny_digits_run
+from digits_reference import DEVICE, flat_loss, train_tiny_digits_run
 
 from landscape.checkpoint import load_checkpoint
 from landscape.cli import app
@@ -33,7 +33,7 @@ def reference(run_dir):
 
 def _flatness(run_dir, *args, out=None):
     argv = ["flatness", str(run_dir / "checkpoint.pt"), "--data-samples", str(N), "--batch-size", "100",
-            "--device", "cpu", "--quiet", *args]
+            "--device", DEVICE, "--quiet", *args]
     if out is not None:
         argv += ["--out", str(out)]
     result = runner.invoke(app, argv)
@@ -52,7 +52,7 @@ def laplace_closed_form(ref, beta, gamma):
 
 def test_local_entropy_laplace_from_the_exact_spectrum_matches_the_closed_form(run_dir, reference, tmp_path):
     spectrum = runner.invoke(app, ["spectrum", str(run_dir), "--method", "exact", "--samples", str(N), "--device",
-                                   "cpu", "--quiet", "--out", str(tmp_path / "exact")])
+                                   DEVICE, "--quiet", "--out", str(tmp_path / "exact")])
     assert spectrum.exit_code == 0, spectrum.output
     _flatness(run_dir, "--measure", "local-entropy", "--method", "laplace", "--spectrum", str(tmp_path / "exact"),
               "--gamma", "100", "--gamma", "1000", "--gamma", "10000", "--gamma", "1", out=tmp_path / "lap")
@@ -141,18 +141,18 @@ def test_sharpness_pac_bayes_and_fisher_rao_entries(run_dir, reference, tmp_path
     ],
 )
 def test_flatness_user_errors_are_one_sentence(run_dir, tmp_path, args, fragment):
-    result = runner.invoke(app, ["flatness", str(run_dir), "--data-samples", str(N), "--device", "cpu", "--quiet",
+    result = runner.invoke(app, ["flatness", str(run_dir), "--data-samples", str(N), "--device", DEVICE, "--quiet",
                                  "--out", str(tmp_path), *args])
     assert result.exit_code == 2, result.output
     assert fragment in result.output and "Traceback" not in result.output
 
 
 def test_laplace_refuses_a_spectrum_taken_on_other_samples(run_dir, tmp_path):
-    spectrum = runner.invoke(app, ["spectrum", str(run_dir), "--method", "exact", "--samples", "50", "--device", "cpu",
+    spectrum = runner.invoke(app, ["spectrum", str(run_dir), "--method", "exact", "--samples", "50", "--device", DEVICE,
                                    "--quiet", "--out", str(tmp_path / "exact50")])
     assert spectrum.exit_code == 0, spectrum.output
     result = runner.invoke(app, ["flatness", str(run_dir), "--measure", "local-entropy", "--method", "laplace",
-                                 "--spectrum", str(tmp_path / "exact50"), "--data-samples", str(N), "--device", "cpu",
+                                 "--spectrum", str(tmp_path / "exact50"), "--data-samples", str(N), "--device", DEVICE,
                                  "--quiet", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "same --data-samples" in result.output
     assert not (tmp_path / "flatness-local-entropy.json").exists()

@@ -8,7 +8,7 @@ import torch
 from torch.func import hessian
 from typer.testing import CliRunner
 
-from digits_reference import flat_loss, train_tiny_digits_run
+from digits_reference import DEVICE, flat_loss, train_tiny_digits_run
 
 from landscape.cli import app
 from landscape.train import TrainConfig, train
@@ -33,7 +33,7 @@ def reference(run_dir):
 
 def _spectrum(run_dir, *args, quiet=True):
     result = runner.invoke(app, ["spectrum", str(run_dir / "checkpoint.pt"), "--samples", str(N), "--batch-size", "30",
-                                 "--device", "cpu", *(["--quiet"] if quiet else []), *args])
+                                 "--device", DEVICE, *(["--quiet"] if quiet else []), *args])
     assert result.exit_code == 0, result.output
     return result
 

@@ -42,6 +42,7 @@ from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.overrides import TorchFunctionMode
 
 from landscape.curvature.base import LinearOperator
+from landscape.device import analysis_context
 from landscape.errors import LandscapeError
 from landscape.losses import cross_entropy
 
@@ -94,6 +95,8 @@ class ModelOperator(LinearOperator):
         self.chunk_size = chunk_size
         self.module = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
         self.module.train(mode == "train")
+        # TF32 off, and cuDNN off for recurrent layers, while differentiating on CUDA
+        self._exact = analysis_context(self.module, self.device)
         self.names = select_parameters(self.module, params)
         named = dict(self.module.named_parameters())
         self.params = {n: named[n].detach() for n in self.names}
@@ -128,7 +131,12 @@ class ModelOperator(LinearOperator):
 
     # -- model evaluation ------------------------------------------------------------
     def logits(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.module, {**self.frozen, **params}, (x,))
+        with self._exact():
+            return functional_call(self.module, {**self.frozen, **params}, (x,))
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        with self._exact():  # the backward passes of a product too
+            return super().matmat(V)
 
     def batch_loss(self, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.loss_fn(self.logits(params, x), y)

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from landscape.curvature.operators import select_parameters
+from landscape.device import analysis_context
 from landscape.errors import LandscapeError
 from landscape.losses import cross_entropy
 
@@ -107,6 +108,7 @@ class NetworkFunction:
         self.loss_fn = loss_fn or cross_entropy
         self.module = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
         self.module.eval()
+        self._exact = analysis_context(self.module, self.device)  # TF32 / cuDNN-RNN off on CUDA
         check_parameter_names(self.module, params)
         self.names = select_parameters(self.module, params)
         named = dict(self.module.named_parameters())
@@ -140,7 +142,8 @@ class NetworkFunction:
         return out
 
     def logits(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(self.module, {**self.fixed, **self.buffers, **params}, (x,))
+        with self._exact():
+            return functional_call(self.module, {**self.fixed, **self.buffers, **params}, (x,))
 
     @torch.no_grad()
     def evaluate(self, params: Mapping[str, Tensor], batches: Sequence[Batch]) -> tuple[float, float]:
