@@ -244,3 +244,17 @@ def test_product_schemes_agree_in_float32_on_a_float32_model():
         out = op @ v.float()
         assert out.dtype == torch.float32
         torch.testing.assert_close(out.double(), reference @ v, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv", "lstm"])
+def test_ggn_by_reverse_mode_twice_equals_the_forward_mode_products(kind):
+    """The fallback for layers without forward-mode rules (the fused CUDA LSTM cell)."""
+    model, x, y = _case(kind)
+    fwd = GGNOperator(model, None, _batches(x, y))
+    rev = GGNOperator(model, None, _batches(x, y))
+    rev.jv_method = "reverse"
+    V = torch.randn(fwd.shape[0], 3, dtype=torch.float64)
+    want = fwd @ V
+    assert fwd.jv_method == "forward"
+    torch.testing.assert_close(rev @ V, want, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(rev @ V[:, 0], want[:, 0], rtol=1e-12, atol=1e-14)

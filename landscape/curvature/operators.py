@@ -464,9 +464,17 @@ class HessianOperator(ModelOperator):
 
 
 class GGNOperator(ModelOperator):
-    """The generalized Gauss-Newton matrix ``sum_b (|b|/N) J_b^T H_z J_b`` (logits z)."""
+    """The generalized Gauss-Newton matrix ``sum_b (|b|/N) J_b^T H_z J_b`` (logits z).
+
+    ``J v`` comes from forward mode (``jvp``) where every layer has a forward-mode rule.
+    Where one has none (PyTorch's fused CUDA LSTM cell, used when cuDNN is off), it
+    comes from reverse mode twice instead: ``u -> J^T u`` is linear, so its own
+    vector-Jacobian product at any ``u`` with cotangent ``v`` is ``J v``. ``jv_method``
+    records which was used ("forward" / "reverse"; None until the first product).
+    """
 
     kind = "GGN"
+    jv_method: str | None = None
 
     def _batch_matmat(self, index, x, y, V):
         def out_of(p):
@@ -477,13 +485,30 @@ class GGNOperator(ModelOperator):
         def loss_of_logits(zz):
             return self.loss_fn(zz, y)
 
-        def ggn_vp(v_flat):
-            _, jv = jvp(out_of, (self.params,), (self.unflatten(v_flat),))
-            _, hjv = jvp(grad(loss_of_logits), (z,), (jv,))
-            (jt,) = pullback(hjv)
-            return self.flatten(jt)
+        def jv_forward(v):
+            return jvp(out_of, (self.params,), (v,))[1]
 
-        return self._vmap_columns(ggn_vp, V)
+        def jv_reverse(v):
+            _, transpose = vjp(lambda u: pullback(u)[0], torch.zeros_like(z))
+            return transpose(v)[0]
+
+        def product(jv_of):
+            def ggn_vp(v_flat):
+                jv = jv_of(self.unflatten(v_flat))
+                _, hjv = jvp(grad(loss_of_logits), (z,), (jv,))
+                (jt,) = pullback(hjv)
+                return self.flatten(jt)
+
+            return self._vmap_columns(ggn_vp, V)
+
+        if self.jv_method is None:
+            try:
+                out = product(jv_forward)
+                self.jv_method = "forward"
+                return out
+            except (RuntimeError, NotImplementedError):  # a layer without a forward-mode rule
+                self.jv_method = "reverse"
+        return product(jv_forward if self.jv_method == "forward" else jv_reverse)
 
 
 class FisherOperator(ModelOperator):
