@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import importlib
 import importlib.metadata
 import math
@@ -278,6 +279,11 @@ def landscape_operator(problem: Problem, **options) -> HessianOperator:
     return HessianOperator(problem.model, cross_entropy, problem.batches, dtype=problem.dtype, **options)
 
 
+def one_batch(problem: Problem) -> Problem:
+    """The same samples as ONE batch of all N (PyHessian's single-batch mode sees them so)."""
+    return dataclasses.replace(problem, batches=[(problem.inputs, problem.targets)])
+
+
 def landscape_hvp(problem: Problem, **options) -> HVP:
     op = landscape_operator(problem, **options)
     return lambda v: op @ v
@@ -360,6 +366,7 @@ def naive_hvp(problem: Problem) -> HVP:
 HVP_FACTORIES: dict[str, tuple[str | None, Callable[[Problem], HVP]]] = {
     "landscape": (None, landscape_hvp),
     "landscape (cached graph)": (None, lambda p: landscape_hvp(p, cache_graph=True)),
+    "landscape (one batch, cached graph)": (None, lambda p: landscape_hvp(one_batch(p), cache_graph=True)),
     "curvlinops": ("curvlinops", curvlinops_hvp),
     "pyhessian (dataloader)": ("pyhessian", pyhessian_hvp),
     "pyhessian (one batch, cached graph)": ("pyhessian", lambda p: pyhessian_hvp(p, single_batch=True)),

@@ -196,6 +196,10 @@ def compute_spectrum(config: SpectrumConfig, *, progress: bool = True) -> tuple[
         summary["loss"] = op.loss()
         _run_method(op, config, out_dir, summary, arrays, progress)
         summary["hvp_count"] = int(op.count)
+        if isinstance(op, HessianOperator):  # which exact scheme computed the products (timed choices)
+            summary["product_schemes"] = {"single": op.hvp_method, "block": op.block_method,
+                                          "cache_graph": op.cache_decision,
+                                          "cached_graph_bytes": int(op.cached_graph_bytes)}
         if config.build_only:
             return out_dir, summary  # no spectrum files: the solve is still to come
 

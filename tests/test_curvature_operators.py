@@ -229,6 +229,18 @@ def test_every_product_scheme_matches_the_dense_hessian(kind):
     assert cached.count == 8
     estimate = op.estimate_graph_bytes()
     assert 0 < estimate and 0.2 < cached.cached_graph_bytes / estimate < 5
+    # cache_graph="auto" (the default): decided at the second single product, exact either way
+    for budget in (HessianOperator.AUTO_CACHE_BYTES, 0):
+        auto = HessianOperator(model, cross_entropy, _batches(x, y))
+        auto.AUTO_CACHE_BYTES = budget
+        for j in range(4):
+            torch.testing.assert_close(auto @ V[:, j % 3], reference @ V[:, j % 3], rtol=1e-8, atol=1e-10)
+            assert (auto.cache_decision is None) == (j == 0)
+        torch.testing.assert_close(auto @ V, reference @ V, rtol=1e-8, atol=1e-10)  # blocks: own schemes
+        assert auto.count == 7 and auto.block_method is not None
+        assert (auto._graph is not None) == auto.cache_decision.startswith("on") == (auto.cached_graph_bytes > 0)
+        if budget == 0:
+            assert auto.cache_decision == "off (graph too large)"
 
 
 def test_product_schemes_agree_in_float32_on_a_float32_model():

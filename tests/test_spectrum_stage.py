@@ -92,6 +92,9 @@ def test_lanczos_top_and_bottom_match_exact(run_dir, reference):
     np.testing.assert_allclose(arrays["ritz_values"][-5:], expected[-5:], rtol=1e-8)
     np.testing.assert_allclose(arrays["ritz_values"][:5], expected[:5], atol=1e-8 * eig.max())
     assert info["hvp_count"] == info["iterations"]  # one product per Lanczos step (the determinism check is not counted)
+    schemes = info["product_schemes"]  # the timed choices are recorded: which scheme, graph kept or not
+    assert schemes["single"] in ("reverse-over-forward", "reverse-over-reverse") and schemes["cache_graph"]
+    assert schemes["cache_graph"].startswith("on") == (schemes["cached_graph_bytes"] > 0)
 
 
 def test_slq_and_trace_agree_with_the_exact_trace(run_dir, reference):

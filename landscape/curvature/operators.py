@@ -154,6 +154,12 @@ class ModelOperator(LinearOperator):
             total += w * self.flatten(g)
         return total
 
+    def _clock(self) -> float:
+        """Wall time for the timing-based choices, with the device's queued work finished."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     # -- products --------------------------------------------------------------------
     def _batch_matmat(self, index: int, x: torch.Tensor, y: torch.Tensor, V: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -246,13 +252,18 @@ class HessianOperator(ModelOperator):
     ``cache_graph=True`` keeps the first-backward graph of the whole mean loss
     (``sum_b (|b|/N) grad_w L_b`` with ``create_graph``) for the operator's lifetime, so
     each product is one second backward pass. It trades memory for speed: 1.9-2.1x faster
-    than the default on small-mnistfc for 1-2 MiB, but 0.94-1.17x on small-lenet / lenet
-    for 76-418 MiB (N = 1000; benchmarks/README.md, hvp), hence off by default.
-    ``estimate_graph_bytes()`` says how much it would hold before you ask for it;
-    ``cached_graph_bytes`` records what was kept.
+    on small-mnistfc for 1-2 MiB, but 0.94-1.17x on small-lenet / lenet for 76-418 MiB
+    (N = 1000; benchmarks/README.md, hvp). ``cache_graph="auto"`` (the default) decides
+    at the second single-vector product: if the graph would hold at most
+    ``AUTO_CACHE_BYTES`` (``estimate_graph_bytes()``), it is built and one product timed
+    through it against the uncached product just made, and it is kept only if faster.
+    Blocks of vectors (dense builds) keep their own schemes under "auto"; only
+    ``cache_graph=True`` sends them through the graph. ``cache_decision`` records the
+    outcome; ``cached_graph_bytes`` what was kept.
     """
 
     kind = "Hessian"
+    AUTO_CACHE_BYTES = 512 * 2**20
     SINGLE_METHODS = ("reverse-over-forward", "reverse-over-reverse", "forward-over-reverse")
     BLOCK_METHODS = ("vmap", "retain")
 
@@ -268,28 +279,36 @@ class HessianOperator(ModelOperator):
         device: torch.device | str | None = None,
         chunk_size: int | None = 16,
         check_determinism: bool = True,
-        cache_graph: bool = False,
+        cache_graph: bool | str = "auto",
     ) -> None:
+        if cache_graph not in (True, False, "auto"):
+            raise LandscapeError(f"cache_graph must be True, False or 'auto', got {cache_graph!r}.")
         # None: picked by timing at the first product that needs it.
-        self.hvp_method: str | None = "reverse-over-reverse" if cache_graph else None
-        self.block_method: str | None = "retain" if cache_graph else None
-        self.cache_graph = bool(cache_graph)
+        self.hvp_method: str | None = "reverse-over-reverse" if cache_graph is True else None
+        self.block_method: str | None = "retain" if cache_graph is True else None
+        self.cache_graph = cache_graph is True
+        # "auto": None until decided at the second single-vector product
+        self.cache_decision: str | None = None if cache_graph == "auto" else ("on" if cache_graph else "off")
+        self._single_products = 0
         self.cached_graph_bytes = 0
         self._graph: tuple | None = None  # (leaves, gradient of the whole mean loss with its graph)
         super().__init__(model, loss_fn, batches, mode=mode, dtype=dtype, params=params, device=device,
                          chunk_size=chunk_size, check_determinism=check_determinism)
         if self.cache_graph:
             # built after the determinism check, which must see two independent passes
-            held: dict[int, int] = {}
-            leaves, total = self._leaves(), None
-            with self._count_saved(held), torch.enable_grad():
-                # one graph for sum_b (|b|/N) grad L_b: a product is then a single second
-                # backward pass (one engine call, the batch weighting done inside the graph)
-                for (x, y), w in zip(self.batches, self.weights):
-                    _, grads = self._first_backward(x, y, leaves)
-                    total = [w * g for g in grads] if total is None else [t + w * g for t, g in zip(total, grads)]
-            self._graph = (leaves, total)
-            self.cached_graph_bytes = self._graph_bytes(held, total)
+            self._build_graph()
+
+    def _build_graph(self) -> None:
+        held: dict[int, int] = {}
+        leaves, total = self._leaves(), None
+        with self._count_saved(held), torch.enable_grad():
+            # one graph for sum_b (|b|/N) grad L_b: a product is then a single second
+            # backward pass (one engine call, the batch weighting done inside the graph)
+            for (x, y), w in zip(self.batches, self.weights):
+                _, grads = self._first_backward(x, y, leaves)
+                total = [w * g for g in grads] if total is None else [t + w * g for t, g in zip(total, grads)]
+        self._graph = (leaves, total)
+        self.cached_graph_bytes = self._graph_bytes(held, total)
 
     # -- building blocks ---------------------------------------------------------------
     def _leaves(self) -> dict[str, torch.Tensor]:
@@ -360,10 +379,35 @@ class HessianOperator(ModelOperator):
         return self._flat(self._parts(method, x, y, self._tangents(v)))
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        if self._graph is not None:
+        if self._graph is not None and (self.cache_graph or V.shape[1] == 1):
             return self._retain(None, None, V, graph=self._graph)
         if V.shape[1] != 1 or self.hvp_method is None:
             return super()._matmat(V)
+        self._single_products += 1
+        if self.cache_decision is None and self._single_products >= 2:
+            return self._decide_cache(V)
+        return self._uncached_single(V)
+
+    def _decide_cache(self, V: torch.Tensor) -> torch.Tensor:
+        """cache_graph="auto": time this product without and with the graph; keep the faster."""
+        start = self._clock()
+        out = self._uncached_single(V)
+        uncached = self._clock() - start
+        if self.estimate_graph_bytes() > self.AUTO_CACHE_BYTES:
+            self.cache_decision = "off (graph too large)"
+            return out
+        self._build_graph()
+        start = self._clock()
+        self._retain(None, None, V, graph=self._graph)
+        cached = self._clock() - start
+        if cached < uncached:
+            self.cache_decision = f"on ({uncached / cached:.2f}x faster)"
+        else:
+            self._graph, self.cached_graph_bytes = None, 0
+            self.cache_decision = f"off (not faster: {cached / uncached:.2f}x the time)"
+        return out
+
+    def _uncached_single(self, V: torch.Tensor) -> torch.Tensor:
         # one vector: accumulate sum_b (|b|/N) H_b v parameter by parameter, in place
         out = torch.zeros_like(V)
         views = self.unflatten(out[:, 0])
@@ -382,13 +426,13 @@ class HessianOperator(ModelOperator):
         for method in order + order[::-1]:
             if method in failed:
                 continue
-            start = time.perf_counter()
+            start = self._clock()
             try:
                 results[method] = self._single(method, x, y, v)
             except (RuntimeError, NotImplementedError):  # a layer without the needed AD rule
                 failed.add(method)
                 continue
-            times[method] = min(times.get(method, math.inf), time.perf_counter() - start)
+            times[method] = min(times.get(method, math.inf), self._clock() - start)
         if not times:
             self.hvp_method = "forward-over-reverse"
             return self._single(self.hvp_method, x, y, v)
@@ -407,9 +451,10 @@ class HessianOperator(ModelOperator):
         return self._vmap_columns(hvp, V)
 
     def _retain(self, x, y, V: torch.Tensor, graph=None) -> torch.Tensor:
-        graph = self._first_backward(x, y) if graph is None else graph
         k = V.shape[1]
-        cols = [self._second_backward(graph, self.unflatten(V[:, j]), retain_graph=self.cache_graph or j < k - 1)
+        cached = graph is not None  # the operator's kept graph: never freed by a product
+        graph = self._first_backward(x, y) if graph is None else graph
+        cols = [self._second_backward(graph, self.unflatten(V[:, j]), retain_graph=cached or j < k - 1)
                 for j in range(k)]
         return torch.stack([self._flat(c) for c in cols], dim=1)
 
@@ -420,12 +465,12 @@ class HessianOperator(ModelOperator):
         c = min(V.shape[1], self.chunk_size or 16)
         times = {}
         for method in ("retain", "vmap"):
-            start = time.perf_counter()
+            start = self._clock()
             try:
                 self._block(method, x, y, V[:, :c])
             except (RuntimeError, NotImplementedError):
                 continue
-            times[method] = time.perf_counter() - start
+            times[method] = self._clock() - start
         self.block_method = min(times, key=times.__getitem__) if times else "vmap"
 
     def _batch_matmat(self, index, x, y, V):
