@@ -81,8 +81,10 @@ def draw_eigenspectrum(
     ax.set_xlabel("eigenvalue λ (central window)")
     ax.set_ylabel("count")
     ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 2))
-    ax.legend(loc="upper right", bbox_to_anchor=(1.0, 0.62))
-    ax.text(0.0, -0.28, "\n".join(lines), transform=ax.transAxes, fontsize=7, va="top", family="monospace")
+    # legend and statistics below the axes: the insets hold both top corners
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=min(len(runs), 3), fontsize=8, frameon=False)
+    ax.text(0.0, -0.22 - 0.05 * ((len(runs) - 1) // 3), "\n".join(lines), transform=ax.transAxes, fontsize=7,
+            va="top", family="monospace")
     if insets:
         _tail_inset(ax, runs, labels, side="negative", c=c, bins=tail_bins)
         _tail_inset(ax, runs, labels, side="positive", c=c, bins=tail_bins)
@@ -91,10 +93,10 @@ def draw_eigenspectrum(
 
 def _tail_inset(ax: Axes, runs, labels, *, side: str, c: float, bins: int) -> Axes | None:
     tails = [lam[lam < -c] if side == "negative" else lam[lam > c] for lam in runs]
-    position = [0.03, 0.64, 0.3, 0.3] if side == "negative" else [0.67, 0.64, 0.3, 0.3]
+    position = [0.09, 0.64, 0.28, 0.3] if side == "negative" else [0.69, 0.64, 0.28, 0.3]
     inset = ax.inset_axes(position)
-    inset.set_title(f"{side} tail (|λ|>{c:.2g})", fontsize=6, pad=2)
-    inset.tick_params(labelsize=5)
+    inset.set_title(f"{side} tail (|λ|>{c:.2g})", fontsize=7, pad=2)
+    inset.tick_params(labelsize=6.5)
     if not any(t.size for t in tails):
         inset.text(0.5, 0.5, "none", ha="center", va="center", fontsize=6, transform=inset.transAxes)
         inset.set_xticks([])
