@@ -1,6 +1,7 @@
 """Benchmark runner: ``python -m benchmarks CASE [--quick]``.
 
-Installs nothing. Writes ``benchmarks/results/<case>.json`` (machine, versions,
+Installs nothing. Writes ``benchmarks/results/<case>.json`` (``<case>.quick.json`` with
+``--quick``, which git ignores and no table reads) (machine, versions,
 settings, per-repeat times, medians, ratios) and regenerates the table for that case in
 ``benchmarks/README.md`` between ``<!-- CASE:begin -->`` / ``<!-- CASE:end -->`` markers.
 Only ratios measured in one run count; absolute times are context.
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         result = module.run(quick=args.quick)
         result.update({"machine": machine(), "versions": package_versions(), "timestamp": stamp, "quick": args.quick})
-        out = HERE / "results" / f"{case}.json"
+        # a smoke run never replaces the published result (results/<case>.json, the table's source)
+        out = HERE / "results" / (f"{case}.quick.json" if args.quick else f"{case}.json")
         write_json(out, result)
         table = module.table(result)
         print(table)
