@@ -303,6 +303,7 @@ class Eigensolver(str, enum.Enum):
     auto = "auto"
     mkl = "mkl"
     scipy = "scipy"
+    torch = "torch"
 
 
 class Mode(str, enum.Enum):
@@ -335,7 +336,7 @@ def spectrum(
     dense_method: DenseMethod = typer.Option(
         DenseMethod.auto, "--dense-method", help="Exact: ggn (GGN block + HVP columns, exact for ReLU nets), hvp, or auto."
     ),
-    eigensolver: Eigensolver = typer.Option(Eigensolver.auto, "--eigensolver", help="Exact: mkl, scipy, or auto (MKL if installed)."),
+    eigensolver: Eigensolver = typer.Option(Eigensolver.auto, "--eigensolver", help="Exact: mkl, scipy, torch (torch.linalg.eigvalsh on --device), or auto (the GPU where the solve fits, else MKL if installed, else scipy)."),
     build_only: bool = typer.Option(False, "--build-only", help="Exact: build the dense matrix (resumable) and stop before the eigensolve; the same command without it then only solves."),
     params: List[str] = typer.Option([], "--param", help="Restrict to these parameter tensors / module prefixes."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where dataset files live."),

@@ -83,7 +83,7 @@ class SpectrumConfig:
     block_size: int = 64
     keep_matrix: bool = False
     dense_method: str = "auto"  # auto | hvp | ggn (landscape.curvature.dense_hessian)
-    eigensolver: str = "auto"  # auto | mkl | scipy
+    eigensolver: str = "auto"  # auto | mkl | scipy | torch (auto: the GPU where it fits, else MKL, else scipy)
     build_only: bool = False  # exact: build the matrix (resumably) and stop before the solve
 
     def __post_init__(self) -> None:
@@ -232,7 +232,7 @@ def _run_method(op, config: SpectrumConfig, out_dir: Path, summary: dict, arrays
         announce(f"eigensolve of the {n:,} x {n:,} matrix started (built by {state.get('method')} in "
                  f"{float(state.get('build_s') or 0):.0f} s); LAPACK reports no progress until it returns", progress)
         result = exact_spectrum(H, solve_dtype="float64" if config.dtype == "float64" else "float32",
-                                overwrite=True, backend=config.eigensolver)
+                                overwrite=True, backend=config.eigensolver, device=op.device)
         del H
         arrays["eigenvalues"] = result.eigenvalues
         summary.update(spectrum_statistics(result.eigenvalues))

@@ -204,3 +204,16 @@ def test_analysis_context_is_a_no_op_on_the_cpu_and_restores_the_cuda_flags():
         assert not torch.backends.cuda.matmul.allow_tf32
     assert (torch.backends.cudnn.enabled, torch.backends.cudnn.allow_tf32,
             torch.backends.cuda.matmul.allow_tf32) == flags
+
+
+def test_exact_spectrum_on_the_gpu_is_within_its_bound():
+    from landscape.spectra.exact import exact_spectrum, gpu_fits
+
+    rng = np.random.default_rng(5)
+    lam = np.sort(np.concatenate([rng.normal(0, 1e-6, 280), np.geomspace(1e-3, 40, 20)]))
+    Q, _ = np.linalg.qr(rng.normal(size=(300, 300)))
+    H = 0.5 * ((Q * lam) @ Q.T + ((Q * lam) @ Q.T).T)
+    assert gpu_fits(300, np.float64, CUDA) == (CUDA.type == "cuda")
+    result = exact_spectrum(H, backend="auto" if CUDA.type == "cuda" else "torch", device=CUDA)
+    assert result.extra["backend"] == f"torch-{CUDA.type}"
+    assert np.max(np.abs(result.eigenvalues - lam)) <= result.eigenvalue_abs_error_bound

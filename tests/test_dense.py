@@ -299,3 +299,27 @@ def test_split_form_is_exact_with_small_work_blocks(monkeypatch):
     op = HessianOperator(model, None, make_batches(x, y, 5))
     H = dense_hessian(op, block_size=4, progress=False)
     np.testing.assert_allclose(H, _reference(model, x, y), rtol=1e-9, atol=1e-13)
+
+
+def _known_spectrum_matrix(n=200, seed=3):
+    rng = np.random.default_rng(seed)
+    lam = np.sort(np.concatenate([rng.normal(0, 1e-6, n - 20), np.geomspace(1e-2, 30, 20)]))
+    Q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    H = (Q * lam) @ Q.T
+    return 0.5 * (H + H.T), lam
+
+
+def test_torch_backend_solves_a_memmap_within_its_bound(tmp_path):
+    """backend="torch" (the GPU path, here on the CPU): the known spectrum, from a memmap and from float32 storage."""
+    H, lam = _known_spectrum_matrix()
+    mm = np.memmap(tmp_path / "h.bin", dtype=np.float64, mode="w+", shape=H.shape)
+    mm[:] = H
+    a = exact_spectrum(mm, backend="torch", device="cpu")
+    assert a.extra["backend"] == "torch-cpu" and not a.in_place
+    assert np.max(np.abs(a.eigenvalues - lam)) <= a.eigenvalue_abs_error_bound
+    assert np.array_equal(np.asarray(mm), H)  # the stored matrix is untouched
+    s32 = exact_spectrum(H.astype(np.float32), backend="torch")  # stored float32, solved float64
+    assert s32.storage_error_bound > 0
+    assert np.max(np.abs(s32.eigenvalues - lam)) <= s32.eigenvalue_abs_error_bound
+    # "auto" never picks the torch path on the CPU
+    assert exact_spectrum(H, backend="auto").extra["backend"] in ("mkl", "scipy")

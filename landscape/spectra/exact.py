@@ -69,47 +69,88 @@ def frobenius_norm(H, block: int = 2048) -> float:
     return math.sqrt(total)
 
 
+# torch.linalg.eigvalsh copies its input and needs a workspace: ask for this many
+# matrices' worth of free device memory before choosing the GPU
+GPU_MEMORY_FACTOR = 2.5
+
+
+def gpu_fits(n: int, dtype: np.dtype | str, device: torch.device | str) -> bool:
+    """Whether an n x n solve in ``dtype`` fits in ``device``'s free memory (CUDA only)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return GPU_MEMORY_FACTOR * n * n * np.dtype(dtype).itemsize <= free
+
+
+def _torch_eigvalsh(H, dtype: np.dtype, device: torch.device) -> np.ndarray:
+    """Eigenvalues by torch.linalg.eigvalsh on ``device`` (cuSOLVER's syevd on CUDA); H is
+    moved there in ~128 MB row blocks, so no second host copy is made."""
+    n = H.shape[0]
+    if isinstance(H, torch.Tensor):
+        A = H.detach().to(device=device, dtype=getattr(torch, dtype.name))
+    else:
+        A = torch.empty((n, n), dtype=getattr(torch, dtype.name), device=device)
+        step = max(1, (1 << 27) // max(1, n * 8))
+        for i in range(0, n, step):
+            A[i : i + step] = torch.from_numpy(np.ascontiguousarray(H[i : i + step], dtype=dtype))
+    values = torch.linalg.eigvalsh(A)
+    del A
+    return values.cpu().numpy()
+
+
 def exact_spectrum(
-    H, *, solve_dtype: str = "float64", overwrite: bool = False, driver: str = "evd", backend: str = "auto"
+    H, *, solve_dtype: str = "float64", overwrite: bool = False, driver: str = "evd", backend: str = "auto",
+    device: torch.device | str = "cpu",
 ) -> ExactSpectrum:
     """All eigenvalues of symmetric ``H`` (tensor, array or memmap), ascending, float64.
 
     ``overwrite=True`` lets LAPACK destroy H (in place: no second n x n array) when H
     is already in ``solve_dtype``; otherwise one converted copy is made. ``backend``:
     ``"mkl"`` (Intel MKL's syevd via LAPACKE, when ``pip install mkl`` is present),
-    ``"scipy"`` (the LAPACK scipy bundles), ``"auto"`` (MKL if available).
+    ``"scipy"`` (the LAPACK scipy bundles), ``"torch"`` (``torch.linalg.eigvalsh`` on
+    ``device``: cuSOLVER's divide and conquer on a GPU, the same backward-stable
+    algorithm, so the same error bound), ``"auto"`` (torch when ``device`` is a CUDA GPU
+    with room for the solve, see :func:`gpu_fits`; else MKL if available, else scipy).
     """
     from scipy.linalg import eigh
 
     from landscape.spectra import _mkl
 
-    if backend not in ("auto", "mkl", "scipy"):
-        raise ValueError(f"backend must be auto, mkl or scipy, got {backend!r}")
-    use_mkl = backend == "mkl" or (backend == "auto" and driver == "evd" and _mkl.load() is not None)
+    if backend not in ("auto", "mkl", "scipy", "torch"):
+        raise ValueError(f"backend must be auto, mkl, scipy or torch, got {backend!r}")
+    device = torch.device(device)
+    dtype = np.dtype(solve_dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"solve_dtype must be float32 or float64, got {solve_dtype}")
+    n = H.shape[0]
+    use_torch = backend == "torch" or (backend == "auto" and gpu_fits(n, dtype, device))
+    use_mkl = not use_torch and (backend == "mkl" or (backend == "auto" and driver == "evd"
+                                                     and _mkl.load() is not None))
     if backend == "mkl" and _mkl.load() is None:
         raise ValueError("backend='mkl' needs Intel MKL: pip install mkl")
 
     start = time.perf_counter()
-    dtype = np.dtype(solve_dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"solve_dtype must be float32 or float64, got {solve_dtype}")
     stored = H.dtype if hasattr(H, "dtype") else None
     stored = np.dtype(str(stored).replace("torch.", "")) if stored is not None else dtype
-    n = H.shape[0]
     storage_bound = 0.0
     if stored.itemsize < dtype.itemsize:
         storage_bound = 0.5 * float(np.finfo(stored).eps) * frobenius_norm(H)
-    A, in_place = _as_fortran_symmetric(H, dtype, overwrite)
-    if use_mkl:
-        eigenvalues = _mkl.syevd_values_(A)
+    if use_torch:
+        eigenvalues, in_place = _torch_eigvalsh(H, dtype, device), False
     else:
-        eigenvalues = eigh(A, eigvals_only=True, overwrite_a=True, check_finite=False, driver=driver)
+        A, in_place = _as_fortran_symmetric(H, dtype, overwrite)
+        if use_mkl:
+            eigenvalues = _mkl.syevd_values_(A)
+        else:
+            eigenvalues = eigh(A, eigvals_only=True, overwrite_a=True, check_finite=False, driver=driver)
     eigenvalues = np.sort(np.asarray(eigenvalues, dtype=np.float64))
     norm = float(np.max(np.abs(eigenvalues))) if n else 0.0
     bound = max(10.0, math.sqrt(n)) * float(np.finfo(dtype).eps) * norm
     return ExactSpectrum(eigenvalues=eigenvalues, solve_dtype=dtype.name, abs_error_bound=bound,
                          storage_error_bound=storage_bound, norm=norm, wall_s=time.perf_counter() - start,
-                         in_place=in_place, extra={"backend": "mkl" if use_mkl else "scipy"})
+                         in_place=in_place,
+                         extra={"backend": f"torch-{device.type}" if use_torch else ("mkl" if use_mkl else "scipy")})
 
 
 def spectrum_statistics(eigenvalues: np.ndarray, thresholds=(1e-5, 1e-4, 1e-3, 1e-2)) -> dict:
