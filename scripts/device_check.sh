@@ -8,7 +8,8 @@
 # without dependencies or network. Two jobs run side by side, each under a time limit:
 #   1. tests/test_cuda.py (the GPU against the CPU in float64), then the spectrum and
 #      flatness stage tests with the CLI on CUDA (LANDSCAPE_TEST_DEVICE=cuda);
-#   2. the README's main job with --device auto: reproduce all --scale quick (DEMO=0 skips it).
+#   2. the README's main job with --device auto: reproduce all --scale quick (DEMO=0 skips it);
+#   3. with EIGEN_N="47658 ...": benchmarks/gpu_eigensolve.py, the float64 eigensolve at those sizes.
 # Logs and the quick report land in OUT_DIR (default: $OUT, else ./device-check).
 set -u
 OUT_DIR=${1:-${OUT:-device-check}}
@@ -43,8 +44,18 @@ tests=$!
   cp /tmp/quick/index.html "$OUT_DIR/quick-report.html" 2>/dev/null
 ) &
 demo=$!
-wait $tests $demo
+eigen=
+if [ -n "${EIGEN_N:-}" ]; then  # e.g. EIGEN_N="47658": exact float64 eigensolve at small-lenet's size
+  (
+    start=$(date +%s)
+    timeout 300 $PY -m benchmarks.gpu_eigensolve $EIGEN_N >"$OUT_DIR/gpu_eigensolve.log" 2>&1
+    echo "benchmarks.gpu_eigensolve $EIGEN_N: rc $? in $(( $(date +%s) - start )) s" >>"$OUT_DIR/summary.txt"
+  ) &
+  eigen=$!
+fi
+wait $tests $demo $eigen
 
 for f in cuda_tests stage_tests; do echo "== $f"; tail -25 "$OUT_DIR/$f.log"; done
 [ "${DEMO:-1}" = 0 ] || echo "== demo"; [ "${DEMO:-1}" = 0 ] || grep -i -E "error|device|cuda|wrote|took|Traceback" "$OUT_DIR/demo.log" | tail -15
+[ -z "${EIGEN_N:-}" ] || { echo "== gpu eigensolve"; tail -5 "$OUT_DIR/gpu_eigensolve.log"; }
 echo "== summary"; cat "$OUT_DIR/summary.txt"
