@@ -270,3 +270,23 @@ def test_ggn_by_reverse_mode_twice_equals_the_forward_mode_products(kind):
     assert fwd.jv_method == "forward"
     torch.testing.assert_close(rev @ V, want, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(rev @ V[:, 0], want[:, 0], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv", "bn", "lstm"])
+def test_both_graph_forms_give_the_hessian(kind):
+    """The kept graph, per batch or over the concatenated batches: the same H v (unequal batches)."""
+    model, x, y = _case(kind)
+    w0, logits = _flat(model)
+    reference = hessian(lambda v: cross_entropy(logits(v, x), y))(w0)
+    op = HessianOperator(model, cross_entropy, _batches(x, y), cache_graph=True)
+    assert op._graph_forms() == ["per-batch", "concatenated"]
+    V = torch.randn(op.shape[0], 2, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    for form in op._graph_forms():
+        op._build_graph(form)
+        assert op.graph_form == form
+        torch.testing.assert_close(op @ V[:, 0], reference @ V[:, 0], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(op @ V, reference @ V, rtol=1e-10, atol=1e-12)
+    assert op.cache_decision.startswith("on (")
+    # batch statistics in train mode couple the samples of a batch: never concatenated
+    train = HessianOperator(model, cross_entropy, _batches(x, y), mode="train", check_determinism=False)
+    assert train._graph_forms() == ["per-batch"]
