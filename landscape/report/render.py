@@ -164,9 +164,14 @@ def _training_section(runs: list[RunArtifacts]) -> dict | None:
     table.sort(key=lambda row: (-row["seeds"], row["label"]))
     metrics = [m for m in ("train_loss", "val_error", "test_error") if any(m in r for g in curves.values()
                                                                                 for rows in g for r in rows)]
-    fig, axes = new_figure(1, len(metrics), width=3.6 * len(metrics), height=3.2)
-    for i, (ax, metric) in enumerate(zip(np.atleast_1d(axes), metrics)):
-        draw_training_curves(ax, curves, metric, legend=i == 0)
+    legend_rows = -(-len(curves) // 3)
+    fig, axes = new_figure(1, len(metrics), width=3.6 * len(metrics), height=3.2 + 0.22 * legend_rows)
+    for ax, metric in zip(np.atleast_1d(axes), metrics):
+        draw_training_curves(ax, curves, metric, legend=False)
+    # one legend for the row, below it: long run labels overran the first panel's y axis
+    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), frameon=False, fontsize=8)
     note = "" if len(shown) == len(groups) else f" {len(groups) - len(shown)} more configurations are in the table only."
     caption = ("Training curves against effective epochs (gradient evaluations × batch / training-set size, "
                "paper Sec. 5.2): mean over seeds, band = lowest to highest seed." + note)
