@@ -63,11 +63,14 @@ def _conv_bn_net(c_in: int, c_mid: int, flat: int, classes: int) -> nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("kind", ["empirical", "mc"])
-def test_layerwise_diagonal_equals_squared_per_sample_gradients(kind):
-    """The one-backward layer-wise path (Linear, Conv2d with stride/padding, BatchNorm in eval mode)."""
+@pytest.mark.parametrize("kind,conv_chunk", [("empirical", 128), ("mc", 128), ("empirical", 4)])
+def test_layerwise_diagonal_equals_squared_per_sample_gradients(kind, conv_chunk, monkeypatch):
+    """The one-backward layer-wise path (Linear, Conv2d with stride/padding, BatchNorm in eval mode);
+    conv patches in sample chunks that split a batch (4 of 6) or not."""
+    from landscape.curvature import diagonal
     from landscape.curvature.diagonal import _layerwise_diagonal
 
+    monkeypatch.setattr(diagonal, "CONV_SAMPLE_CHUNK", conv_chunk)
     torch.manual_seed(1)
     model = _conv_bn_net(2, 3, 3 * 2 * 2, 4)
     x, y = torch.randn(9, 2, 8, 8), torch.randint(0, 4, (9,))

@@ -54,6 +54,7 @@ def diagonal_fisher(op: FisherOperator, *, exact_expectation: bool = False) -> t
 
 
 _FAST_LAYERS = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
+CONV_SAMPLE_CHUNK = 128
 
 
 def _layer_of(op: FisherOperator) -> dict[str, tuple[str, nn.Module]] | None:
@@ -154,12 +155,18 @@ def _add_squares(op, owner, inputs: dict, grads: dict, scale: float, total: dict
             piece = g2.T @ (a * a) if leaf == "weight" else g2.sum(0)
         elif isinstance(module, nn.Conv2d):
             if leaf == "weight":
-                patches = F.unfold(a, module.kernel_size, dilation=module.dilation, padding=module.padding,
-                                   stride=module.stride)  # (B, C_in k k, P)
                 piece = torch.zeros_like(module.weight).view(module.weight.shape[0], -1)
-                for gk in g:
-                    per_sample = torch.bmm(gk.flatten(2), patches.transpose(1, 2))  # (B, C_out, C_in k k)
-                    piece += (per_sample * per_sample).sum(0)
+                # the unfolded patches are k*k times the layer input: built CONV_SAMPLE_CHUNK
+                # samples at a time, so they never dominate the peak memory
+                for start in range(0, a.shape[0], CONV_SAMPLE_CHUNK):
+                    patches = F.unfold(a[start : start + CONV_SAMPLE_CHUNK], module.kernel_size,
+                                       dilation=module.dilation, padding=module.padding,
+                                       stride=module.stride)  # (b, C_in k k, P)
+                    for gk in g:
+                        per_sample = torch.bmm(gk[start : start + CONV_SAMPLE_CHUNK].flatten(2),
+                                               patches.transpose(1, 2))  # (b, C_out, C_in k k)
+                        piece += (per_sample * per_sample).sum(0)
+                    del patches
                 piece = piece.view_as(module.weight)
             else:
                 piece = g.flatten(3).sum(3).square().sum((0, 1))
