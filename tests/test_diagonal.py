@@ -105,10 +105,13 @@ def test_layerwise_diagonal_falls_back_for_shared_layers():
                                rtol=1e-10, atol=1e-15)
 
 
-@pytest.mark.parametrize("batched", [True, False])
-def test_layerwise_exact_expectation_is_the_ggn_diagonal(batched, monkeypatch):
-    """One forward + one batched backward of the C columns of B (or one pass per class): diag of the dense GGN."""
+@pytest.mark.parametrize("batched,chunk", [(True, 64), (False, 64), (True, 3)])
+def test_layerwise_exact_expectation_is_the_ggn_diagonal(batched, chunk, monkeypatch):
+    """One forward + one batched backward of the C columns of B (or one pass per class): diag of the dense GGN;
+    with chunk 3 the batches of 4 and 3 samples go through in chunks of 3 + 1 and 3."""
     from landscape.curvature import diagonal
+
+    monkeypatch.setattr(diagonal, "GGN_SAMPLE_CHUNK", chunk)
 
     torch.manual_seed(2)
     model = _conv_bn_net(1, 2, 2 * 2 * 2, 3)
@@ -127,5 +130,5 @@ def test_layerwise_exact_expectation_is_the_ggn_diagonal(batched, monkeypatch):
     monkeypatch.setattr(diagonal, "_ggn_batch", spy)
     fast = diagonal._layerwise_diagonal(FisherOperator(model, None, batches, dtype=torch.float64),
                                         exact_expectation=True)
-    assert fast is not None and taken == [batched, batched]
+    assert fast is not None and taken == [batched] * (3 if chunk == 3 else 2)
     np.testing.assert_allclose(fast.numpy(), torch.diagonal(dense).numpy(), rtol=1e-10, atol=1e-15)

@@ -55,6 +55,7 @@ def diagonal_fisher(op: FisherOperator, *, exact_expectation: bool = False) -> t
 
 _FAST_LAYERS = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
 CONV_SAMPLE_CHUNK = 128
+GGN_SAMPLE_CHUNK = 64
 
 
 def _layer_of(op: FisherOperator) -> dict[str, tuple[str, nn.Module]] | None:
@@ -115,11 +116,20 @@ def _layerwise_diagonal(op: FisherOperator, *, exact_expectation: bool = False) 
 
     for index, ((x, y), w) in enumerate(zip(op.batches, op.weights)):
         if exact_expectation:
-            batched = _ggn_batch(op, owner, layers, x, w, total)
+            # the batched backward holds C cotangents of every layer output: GGN_SAMPLE_CHUNK
+            # samples at a time keep that from setting the peak memory
+            batched = True
+            for start in range(0, x.shape[0], GGN_SAMPLE_CHUNK):
+                part = x[start : start + GGN_SAMPLE_CHUNK]
+                batched = _ggn_batch(op, owner, layers, part, w * part.shape[0] / x.shape[0], total)
+                if not batched:
+                    break
             if batched is None:
                 return None
             if batched:
                 continue
+            if start > 0:  # partial sums from earlier chunks: give up, the caller starts afresh
+                return None
             with torch.no_grad():
                 probs = torch.softmax(op.logits(op.params, x), dim=-1)
             for c in range(probs.shape[1]):
