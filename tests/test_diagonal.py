@@ -105,13 +105,14 @@ def test_layerwise_diagonal_falls_back_for_shared_layers():
                                rtol=1e-10, atol=1e-15)
 
 
-@pytest.mark.parametrize("batched,chunk", [(True, 64), (False, 64), (True, 3)])
+@pytest.mark.parametrize("batched,chunk", [(True, None), (False, None), (True, 3)])
 def test_layerwise_exact_expectation_is_the_ggn_diagonal(batched, chunk, monkeypatch):
     """One forward + one batched backward of the C columns of B (or one pass per class): diag of the dense GGN;
     with chunk 3 the batches of 4 and 3 samples go through in chunks of 3 + 1 and 3."""
     from landscape.curvature import diagonal
 
-    monkeypatch.setattr(diagonal, "GGN_SAMPLE_CHUNK", chunk)
+    if chunk is not None:
+        monkeypatch.setattr(diagonal, "_ggn_chunk", lambda op, layers, x: min(chunk, x.shape[0]))
 
     torch.manual_seed(2)
     model = _conv_bn_net(1, 2, 2 * 2 * 2, 3)
@@ -131,4 +132,12 @@ def test_layerwise_exact_expectation_is_the_ggn_diagonal(batched, chunk, monkeyp
     fast = diagonal._layerwise_diagonal(FisherOperator(model, None, batches, dtype=torch.float64),
                                         exact_expectation=True)
     assert fast is not None and taken == [batched] * (3 if chunk == 3 else 2)
+    # the chunk of the batched backward follows the byte budget: the whole batch here, 1 on a tiny budget
+    op = FisherOperator(model, None, batches, dtype=torch.float64)
+    layers = {m: mod for m, mod in diagonal._layer_of(op).values()}
+    xs = torch.cat([b[0] for b in op.batches])
+    if chunk is None:
+        assert diagonal._ggn_chunk(op, layers, xs) == 7
+        monkeypatch.setattr(diagonal, "GGN_CHUNK_BYTES", 1)
+        assert diagonal._ggn_chunk(op, layers, xs) == 1
     np.testing.assert_allclose(fast.numpy(), torch.diagonal(dense).numpy(), rtol=1e-10, atol=1e-15)

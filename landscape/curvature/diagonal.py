@@ -55,7 +55,7 @@ def diagonal_fisher(op: FisherOperator, *, exact_expectation: bool = False) -> t
 
 _FAST_LAYERS = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
 CONV_SAMPLE_CHUNK = 128
-GGN_SAMPLE_CHUNK = 64
+GGN_CHUNK_BYTES = 32 * 2**20
 
 
 def _layer_of(op: FisherOperator) -> dict[str, tuple[str, nn.Module]] | None:
@@ -116,11 +116,11 @@ def _layerwise_diagonal(op: FisherOperator, *, exact_expectation: bool = False) 
 
     for index, ((x, y), w) in enumerate(zip(op.batches, op.weights)):
         if exact_expectation:
-            # the batched backward holds C cotangents of every layer output: GGN_SAMPLE_CHUNK
-            # samples at a time keep that from setting the peak memory
-            batched = True
-            for start in range(0, x.shape[0], GGN_SAMPLE_CHUNK):
-                part = x[start : start + GGN_SAMPLE_CHUNK]
+            # the batched backward holds C cotangents of every layer output: a chunk of samples
+            # at a time keeps that under GGN_CHUNK_BYTES
+            batched, chunk = True, _ggn_chunk(op, layers, x)
+            for start in range(0, x.shape[0], chunk):
+                part = x[start : start + chunk]
                 batched = _ggn_batch(op, owner, layers, part, w * part.shape[0] / x.shape[0], total)
                 if not batched:
                     break
@@ -218,6 +218,17 @@ def _traced_forward(op, layers: dict, x: torch.Tensor):
     if any(count != 1 for count in calls.values()) or set(outputs) != set(layers):
         return None, inputs, outputs
     return logits, inputs, outputs
+
+
+def _ggn_chunk(op, layers: dict, x: torch.Tensor) -> int:
+    """Samples per batched GGN backward: C cotangents of every traced layer output, per
+    sample, within GGN_CHUNK_BYTES (the whole batch for an MLP, ~100 samples for small-lenet)."""
+    with torch.no_grad():
+        logits, _, outputs = _traced_forward(op, layers, x[:1])
+    if logits is None or logits.dim() != 2:
+        return x.shape[0]
+    per_sample = logits.shape[-1] * sum(o.numel() for o in outputs.values()) * logits.element_size()
+    return max(1, min(x.shape[0], GGN_CHUNK_BYTES // max(1, per_sample)))
 
 
 def _ggn_batch(op, owner, layers: dict, x: torch.Tensor, weight: float, total: dict) -> bool | None:
