@@ -341,7 +341,7 @@ class HessianOperator(ModelOperator):
             if not (self._graph is not None and self.graph_form == form):
                 self._build_graph(form)
             start = self._clock()
-            self._graph_product(V[:, 0]) if self._graph_live else self._retain(None, None, V, graph=self._graph)
+            self._graph_product(V[:, 0])
             times[form] = self._clock() - start
         best = min(times, key=times.__getitem__)
         if baseline is not None and times[best] >= baseline:
@@ -425,6 +425,8 @@ class HessianOperator(ModelOperator):
         leaves, total = self._graph
         tangents = torch.split(v, self.sizes)
         live = self._graph_live
+        if not live:  # the gradient does not depend on the parameters: H = 0
+            return torch.zeros_like(v)
         with torch.enable_grad():
             parts = torch.autograd.grad([total[i] for i in live], list(leaves.values()),
                                         [tangents[i].view(self.shapes[i]) for i in live], retain_graph=True,
@@ -435,9 +437,9 @@ class HessianOperator(ModelOperator):
         if self.cache_graph and V.shape[1] == 1 and not self._graph_tuned:
             self._graph_tuned = True  # cache_graph=True: pick the faster graph form once
             self.cache_decision = self._time_graph_forms(V, None)
-        if self._graph is not None and V.shape[1] == 1 and self._graph_live:
+        if self._graph is not None and V.shape[1] == 1:
             return self._graph_product(V[:, 0]).unsqueeze(1)
-        if self._graph is not None and (self.cache_graph or V.shape[1] == 1):
+        if self._graph is not None and self.cache_graph:  # blocks through the graph only when asked
             return self._retain(None, None, V, graph=self._graph)
         if V.shape[1] != 1 or self.hvp_method is None:
             return super()._matmat(V)
