@@ -41,6 +41,11 @@ class ExactSpectrum:
         return self.abs_error_bound + self.storage_error_bound
 
 
+def _row_block(n: int) -> int:
+    """Rows per ~128 MB block of an n x n float64 matrix (copies that never hold two matrices)."""
+    return max(1, (1 << 27) // max(1, n * 8))
+
+
 def _as_fortran_symmetric(H, dtype: np.dtype, overwrite: bool):
     """A Fortran-ordered array of ``dtype`` holding H; in place when possible."""
     if isinstance(H, torch.Tensor):
@@ -54,7 +59,7 @@ def _as_fortran_symmetric(H, dtype: np.dtype, overwrite: bool):
         if H.flags.c_contiguous:
             return H.T, True  # symmetric: the transpose is the same matrix, Fortran-ordered
     out = np.empty(H.shape, dtype=dtype, order="F")
-    step = max(1, (1 << 27) // max(1, H.shape[0] * 8))  # ~128 MB row blocks
+    step = _row_block(H.shape[0])
     for i in range(0, H.shape[0], step):
         # rows of H are columns of H^T = H: fill Fortran columns from C rows
         out[:, i : i + step] = np.asarray(H[i : i + step, :], dtype=dtype).T
@@ -91,7 +96,7 @@ def _torch_eigvalsh(H, dtype: np.dtype, device: torch.device) -> np.ndarray:
         A = H.detach().to(device=device, dtype=getattr(torch, dtype.name))
     else:
         A = torch.empty((n, n), dtype=getattr(torch, dtype.name), device=device)
-        step = max(1, (1 << 27) // max(1, n * 8))
+        step = _row_block(n)
         for i in range(0, n, step):
             A[i : i + step] = torch.from_numpy(np.ascontiguousarray(H[i : i + step], dtype=dtype))
     values = torch.linalg.eigvalsh(A)
