@@ -122,14 +122,13 @@ def _layerwise_diagonal(op: FisherOperator, *, exact_expectation: bool = False) 
             for start in range(0, x.shape[0], chunk):
                 part = x[start : start + chunk]
                 batched = _ggn_batch(op, owner, layers, part, w * part.shape[0] / x.shape[0], total)
+                # None: not a classifier; False after a first chunk: partial sums are in total
+                if batched is None or (batched is False and start > 0):
+                    return None
                 if not batched:
                     break
-            if batched is None:
-                return None
             if batched:
                 continue
-            if start > 0:  # partial sums from earlier chunks: give up, the caller starts afresh
-                return None
             with torch.no_grad():
                 probs = torch.softmax(op.logits(op.params, x), dim=-1)
             for c in range(probs.shape[1]):
