@@ -146,6 +146,24 @@ def test_ggn_fast_path_is_exact_for_piecewise_linear_nets(kind, form, tmp_path):
     np.testing.assert_allclose(np.array(H), _reference(model, x, y), rtol=1e-9, atol=1e-13)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_kron_block_with_sample_chunks_smaller_than_a_batch(bias):
+    """Row blocks accumulate over sample chunks and copy their symmetric sub-blocks forward:
+    the block must equal the reference Hessian's (the residual vanishes on the first layer)."""
+    from landscape.curvature.dense_ggn import build_kron_block_
+
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(5, 4, bias=bias), nn.ReLU(), nn.Linear(4, 3)).double().eval()
+    x, y = torch.randn(11, 1, 5, dtype=torch.float64), torch.randint(0, 3, (11,))
+    op = HessianOperator(model, None, make_batches(x, y, 6))
+    n_first = 5 * 4 + (4 if bias else 0)
+    H = np.full((op.shape[0], op.shape[0]), np.nan)
+    assert build_kron_block_(H, op, slice(0, n_first), op.module.get_submodule("1"), sample_chunk=2) == 4
+    block = H[:n_first, :n_first]
+    np.testing.assert_allclose(block, _reference(model, x, y)[:n_first, :n_first], rtol=1e-10, atol=1e-14)
+    assert np.isnan(H[:, n_first:]).all()  # nothing outside the block touched
+
+
 def test_ggn_fast_path_refuses_smooth_activations():
     from landscape.curvature.dense_ggn import plan
 
@@ -184,9 +202,11 @@ def test_ggn_fast_path_resumes_and_survives_a_kill_inside_the_update(form, tmp_p
     H = np.memmap(path / "hessian.bin", dtype=np.float64, mode="r+", shape=full.shape)
     if form == "syrk":  # garbage anywhere in the block the interrupted rank-k update was adding to
         H[group.start : group.start + 10, group.start : group.start + 10] += 123.0
-    else:  # the Kronecker form writes whole rows: garbage in the row block being written (j = 2)
-        rows = slice(group.start + 2 * 8, group.start + 3 * 8)  # Linear(8, 6): 8 inputs per output row
-        H[rows, group] += 123.0
+    else:  # the Kronecker form: garbage wherever row block j = 2 writes (Linear(8, 6): 8 inputs per row)
+        rows = slice(group.start + 2 * 8, group.start + 3 * 8)
+        H[rows, group.start + 2 * 8 : group.stop] += 123.0  # its rows, from its own sub-block on (and bias columns)
+        H[group.start + 3 * 8 : group.start + 6 * 8, rows] += 123.0  # its sub-blocks copied into later rows
+        H[group.start + 6 * 8 + 2, group] += 123.0  # the bias row b[2]
     H.flush()
     resumed = np.array(dense_hessian(op, path, **kw))
     np.testing.assert_allclose(resumed, full, rtol=1e-12, atol=1e-14)
