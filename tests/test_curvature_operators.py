@@ -241,6 +241,14 @@ def test_every_product_scheme_matches_the_dense_hessian(kind):
         assert (auto._graph is not None) == auto.cache_decision.startswith("on") == (auto.cached_graph_bytes > 0)
         if budget == 0:
             assert auto.cache_decision == "off (graph too large)"
+    # vmapped blocks stay under BLOCK_BYTES: one column per vmapped call on a zero budget, exact either way
+    for budget, chunk in ((0, 1), (HessianOperator.BLOCK_BYTES, op.chunk_size)):
+        bounded = HessianOperator(model, cross_entropy, _batches(x, y))
+        bounded.BLOCK_BYTES = budget
+        torch.testing.assert_close(bounded @ V, reference @ V, rtol=1e-8, atol=1e-10)
+        assert bounded._vmap_chunk == chunk
+        bounded.block_method = "vmap"
+        torch.testing.assert_close(bounded @ V, reference @ V, rtol=1e-8, atol=1e-10)
 
 
 def test_product_schemes_agree_in_float32_on_a_float32_model():
