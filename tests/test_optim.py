@@ -319,6 +319,36 @@ def test_model_holds_the_centre_after_a_step():
     assert not torch.equal(states[0]["1.running_mean"], states[1]["1.running_mean"])
 
 
+def test_coupled_steps_follow_the_update_rule_with_the_centre_at_each_step_start():
+    """Two steps of w_a <- w_a - lr (grad f_a(w_a) + g_t (w_a - c)), c the replica mean when
+    the step starts (the second step reuses the mean the first one ended with), by hand."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    lr, g0, growth, y = 0.1, 0.7, 0.5, 3
+    opt = ReplicatedSGD(model, lr, replicas=y, momentum=0.0, nesterov=False, coupling=g0, coupling_growth=growth,
+                        seed_perturbation=0.3, generator=torch.Generator().manual_seed(6))
+    opt._ensure_replicas()
+    names = [n for n, _ in model.named_parameters()]
+    reps = [{n: opt.replica_state(a)[n].clone() for n in names} for a in range(y)]
+    probe = copy.deepcopy(model)
+    closure = _stream_closure(model)
+    for t in range(2):
+        opt.step(closure)
+        g_t = g0 * (1 + growth) ** t
+        centre = {n: sum(r[n] for r in reps) / y for n in names}
+        for a in range(y):
+            probe.load_state_dict(reps[a])
+            inputs, targets = _batch(t * y + a)
+            grads = torch.autograd.grad(nn.functional.cross_entropy(probe(inputs), targets), list(probe.parameters()))
+            reps[a] = {n: reps[a][n] - lr * (g + g_t * (reps[a][n] - centre[n])) for n, g in zip(names, grads)}
+    for a in range(y):
+        for n in names:
+            torch.testing.assert_close(opt.replica_state(a)[n], reps[a][n], rtol=1e-12, atol=1e-14)
+    centre = {n: sum(r[n] for r in reps) / y for n in names}
+    spread = sum(((r[n] - centre[n]) ** 2).sum() for r in reps for n in names) / y
+    assert opt.diagnostics()["replica_spread"] == pytest.approx(float(spread), rel=1e-6)
+
+
 def _replica_spread(coupling: float) -> float:
     model = _bn_net()
     opt = ReplicatedSGD(model, 0.1, replicas=4, coupling=coupling, coupling_growth=0.0, seed_perturbation=0.2,

@@ -111,7 +111,9 @@ class ReplicatedSGD(Optimizer):
             generator = default_generator(device)
         check_generator(generator, device)
         self.generator = generator
-        self._last_spread: Tensor | None = None
+        # the replica mean after the last step (a function of the replicas only): the next
+        # step's centre; None when the replicas were created or loaded since
+        self._centre: list[Tensor] | None = None
 
     @property
     def closure_calls_per_step(self) -> int:
@@ -131,9 +133,18 @@ class ReplicatedSGD(Optimizer):
         """Coupling of the last step (or of the first, before any), steps taken, mean ||w_a - c||^2 after it."""
         t = self.param_groups[0]["outer_step"]
         out: dict[str, float | int] = {"coupling": self.coupling_at(max(t - 1, 0)), "outer_step": t}
-        if self._last_spread is not None:
-            out["replica_spread"] = float(self._last_spread)
+        if self._centre is not None and t > 0:
+            out["replica_spread"] = float(self._spread())
         return out
+
+    @torch.no_grad()
+    def _spread(self) -> Tensor:
+        """Mean over replicas of ||w_a - c||^2 (computed when asked: it is a diagnostic, and
+        computing it every step cost as much as the coupling itself)."""
+        assert self._centre is not None
+        stacks = [self.state[p]["replicas"] for p in self._params]
+        parts = [((stack - c.unsqueeze(0)) ** 2).sum().float() for stack, c in zip(stacks, self._centre)]
+        return torch.stack(parts).sum() / self.replicas
 
     def replica_state(self, index: int) -> dict[str, Tensor]:
         """Replica ``index``'s parameters and buffers by model name (views into the optimizer state)."""
@@ -169,6 +180,7 @@ class ReplicatedSGD(Optimizer):
         }
         if generator_state is not None:
             self.generator.set_state(generator_state.to(device="cpu", dtype=torch.uint8))
+        self._centre = None
 
     # -- the step --------------------------------------------------------------------------
 
@@ -180,6 +192,7 @@ class ReplicatedSGD(Optimizer):
         for p in self._params:
             state = self.state[p]
             if "replicas" not in state:
+                self._centre = None
                 stack = p.detach().unsqueeze(0).repeat(self.replicas, *([1] * p.dim()))
                 if sigma > 0.0:
                     noise = torch.randn(stack.shape, dtype=stack.dtype, device=stack.device, generator=self.generator)
@@ -200,16 +213,15 @@ class ReplicatedSGD(Optimizer):
         stacks = [self.state[p]["replicas"] for p in params]
         velocities = [self.state[p]["momentum_buffers"] for p in params]
         g_t = self.coupling_at(group["outer_step"])
-        with torch.no_grad():
-            centre = [stack.mean(dim=0) for stack in stacks]
+        centre = self._centre
+        if centre is None:
+            with torch.no_grad():
+                centre = [stack.mean(dim=0) for stack in stacks]
         try:
             first_loss = self._step_replicas(closure, params, stacks, velocities, centre, g_t)
         finally:  # the model holds the centre afterwards, even if a closure raised
             with torch.no_grad():
                 self._load_centre(params, stacks)
-        with torch.no_grad():
-            spread = [((stack - p.unsqueeze(0)) ** 2).sum() for p, stack in zip(params, stacks)]
-            self._last_spread = torch.stack([s.float() for s in spread]).sum() / self.replicas
         group["outer_step"] += 1
         return first_loss
 
@@ -240,8 +252,9 @@ class ReplicatedSGD(Optimizer):
                 grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
                 # Same operation order as torch.optim.SGD, so coupling = 0 reproduces it bit for bit.
                 d = torch._foreach_add(grads, replica, alpha=weight_decay) if weight_decay != 0.0 else grads
-                if g_t != 0.0:
-                    d = torch._foreach_add(d, torch._foreach_sub(replica, centre), alpha=g_t)
+                if g_t != 0.0:  # d + g_t (w_a - c), in two passes and one new list
+                    d = torch._foreach_add(d, replica, alpha=g_t)
+                    torch._foreach_add_(d, centre, alpha=-g_t)
                 if momentum != 0.0:
                     velocity = [v[a] for v in velocities]
                     torch._foreach_mul_(velocity, momentum)
@@ -254,8 +267,11 @@ class ReplicatedSGD(Optimizer):
         return first_loss
 
     def _load_centre(self, params: list[Tensor], stacks: list[Tensor]) -> None:
-        """Model <- centre: mean parameters, mean floating buffers, integer buffers of replica 0."""
-        torch._foreach_copy_(params, [stack.mean(dim=0) for stack in stacks])
+        """Model <- centre: mean parameters, mean floating buffers, integer buffers of replica 0.
+
+        The mean is kept as the next step's centre (the replicas change only in a step)."""
+        self._centre = [stack.mean(dim=0) for stack in stacks]
+        torch._foreach_copy_(params, self._centre)
         for name, buffer in self._buffers.items():
             stack = self._replica_buffers[name]
             buffer.copy_(stack.mean(dim=0) if stack.is_floating_point() else stack[0])
