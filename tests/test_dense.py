@@ -146,8 +146,9 @@ def test_ggn_fast_path_is_exact_for_piecewise_linear_nets(kind, form, tmp_path):
     np.testing.assert_allclose(np.array(H), _reference(model, x, y), rtol=1e-9, atol=1e-13)
 
 
+@pytest.mark.parametrize("mirror", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
-def test_kron_block_with_sample_chunks_smaller_than_a_batch(bias):
+def test_kron_block_with_sample_chunks_smaller_than_a_batch(bias, mirror):
     """Row blocks accumulate over sample chunks and copy their symmetric sub-blocks forward:
     the block must equal the reference Hessian's (the residual vanishes on the first layer)."""
     from landscape.curvature.dense_ggn import build_kron_block_
@@ -158,7 +159,7 @@ def test_kron_block_with_sample_chunks_smaller_than_a_batch(bias):
     op = HessianOperator(model, None, make_batches(x, y, 6))
     n_first = 5 * 4 + (4 if bias else 0)
     H = np.full((op.shape[0], op.shape[0]), np.nan)
-    assert build_kron_block_(H, op, slice(0, n_first), op.module.get_submodule("1"), sample_chunk=2) == 4
+    assert build_kron_block_(H, op, slice(0, n_first), op.module.get_submodule("1"), sample_chunk=2, mirror=mirror) == 4
     block = H[:n_first, :n_first]
     np.testing.assert_allclose(block, _reference(model, x, y)[:n_first, :n_first], rtol=1e-10, atol=1e-14)
     assert np.isnan(H[:, n_first:]).all()  # nothing outside the block touched

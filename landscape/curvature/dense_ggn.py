@@ -41,6 +41,7 @@ the caller falls back to HVP columns for everything.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -211,8 +212,21 @@ def kron_factors(op: HessianOperator, x: torch.Tensor, module: nn.Linear) -> tup
     return a, D
 
 
+def _mirror_fits(H: np.ndarray) -> bool:
+    """Copying sub-blocks into later row blocks scatters writes over the whole matrix: fine in
+    memory or in the page cache, not for a memory-mapped matrix larger than half of RAM
+    (small-mnistfc's 20.7 GB on 24 GiB), whose pages would be written back and re-read."""
+    if not isinstance(H, np.memmap):
+        return True
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return False
+    return H.nbytes <= ram // 2
+
+
 def build_kron_block_(H: np.ndarray, op: HessianOperator, block: slice, module: nn.Linear, *, start_row: int = 0,
-                      on_row=None, sample_chunk: int = 512) -> int:
+                      on_row=None, sample_chunk: int = 512, mirror: bool | None = None) -> int:
     """Write G[block, block] of a Linear layer into ``H``, row block by row block (full rows).
 
     Row block j holds the rows of W[j, :] (and of b[j]); returns the number of row
@@ -225,7 +239,11 @@ def build_kron_block_(H: np.ndarray, op: HessianOperator, block: slice, module: 
     j' unchanged. After block j, rows j are complete: their sub-blocks j' < j were copied
     there by the earlier blocks, so a resumed build restarting at ``start_row`` redoes
     nothing and misses nothing. Half the N out^2 in^2 multiply-adds of the plain form.
+    ``mirror=False`` computes every row block whole instead (each row written once, in
+    order); None picks by ``_mirror_fits``.
     """
+    if mirror is None:
+        mirror = _mirror_fits(H)
     pieces = [kron_factors(op, x[i : i + sample_chunk], module) for x, _ in op.batches
               for i in range(0, x.shape[0], sample_chunk)]
     a = torch.cat([piece[0] for piece in pieces]).double().cpu()
@@ -244,17 +262,18 @@ def build_kron_block_(H: np.ndarray, op: HessianOperator, block: slice, module: 
 
     for j in range(start_row, out):
         rows = w_rows(j)
-        # weight rows j x weight columns of j' = j .. out-1, one GEMM per sample chunk into H
-        target = torch.from_numpy(H[rows, lo + j * fan_in : b0])
+        first = j if mirror else 0
+        # weight rows j x weight columns of j' = first .. out-1, one GEMM per sample chunk into H
+        target = torch.from_numpy(H[rows, lo + first * fan_in : b0])
         for i in range(0, a.shape[0], sample_chunk):
             ai = a_w[i : i + sample_chunk]
-            right = (D[i : i + sample_chunk, j, j:].unsqueeze(2) * ai.unsqueeze(1)).reshape(ai.shape[0], -1)
+            right = (D[i : i + sample_chunk, j, first:].unsqueeze(2) * ai.unsqueeze(1)).reshape(ai.shape[0], -1)
             if i == 0:
                 torch.mm(a_wT[:, i : i + sample_chunk], right, out=target)
             else:
                 target.addmm_(a_wT[:, i : i + sample_chunk], right)
         del right
-        for jp in range(j + 1, out):  # the symmetric sub-blocks into the later row blocks
+        for jp in range(j + 1, out if mirror else 0):  # the symmetric sub-blocks into the later row blocks
             H[w_rows(jp), lo + j * fan_in : lo + (j + 1) * fan_in] = H[rows, lo + jp * fan_in : lo + (jp + 1) * fan_in]
         if bias:
             wb = (a_wT @ D[:, j, :]).numpy()  # (fan_in, out): rows W[j, :] x columns b
