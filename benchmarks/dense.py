@@ -68,13 +68,13 @@ def data(n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
         return torch.randn(n, 1, 28, 28, generator=g, dtype=torch.float64), torch.randint(0, 10, (n,), generator=g), "random"
 
 
-def naive(model: nn.Module, x, y) -> np.ndarray:
+def naive(model: nn.Module, x, y, out: np.ndarray | None = None) -> np.ndarray:
     params = [p for p in model.parameters()]
     loss = cross_entropy(model(x), y)
     grads = torch.autograd.grad(loss, params, create_graph=True)
     g = torch.cat([t.reshape(-1) for t in grads])
     n = g.numel()
-    H = np.empty((n, n))
+    H = np.empty((n, n)) if out is None else out
     for j in range(n):
         row = torch.autograd.grad(g[j], params, retain_graph=True)
         H[j] = torch.cat([r.reshape(-1) for r in row]).numpy()
@@ -154,22 +154,21 @@ def _timed(fn, label: str = "", peak: list | None = None):
     return out, elapsed
 
 
-def _first_touch(n: int, count: int = 3) -> float:
-    """Allocate and write ``count`` n x n float64 matrices at once, freed again; returns the seconds.
+def _touched_buffers(n: int, count: int = 3) -> tuple[list[np.ndarray], float]:
+    """``count`` n x n float64 arrays, every page written once; and the seconds per array.
 
-    On this virtual machine the first write to memory the process has not used before
-    costs about 2.6 s per GB (the host backs the pages then: 8 s for the 3.2 GB of the
-    19,885-parameter matrix, against 0.3 s to rewrite it), and whichever method ran first
-    paid it. Paying it here, before any timing, leaves every method the same warm pages.
-    Three: a case holds the naive and the landscape matrix while a third is being built.
+    Every timed build writes into one of these (``out=``). On this virtual machine the first
+    write to memory the process has not used lately costs about 2.6 s per GB (the host backs
+    the pages then; freed pages go back to it within seconds): 8 s for the 3.2 GB matrix of
+    the 19,885-parameter MLP, against 0.3 s to rewrite it. Fresh arrays per build charged
+    that to whichever build found its pages cold (the first landscape build: 10 s, then
+    3.5 s), so all builds share warm buffers and the cost is reported on its own.
     """
     start = time.perf_counter()
-    held = [np.empty((n, n)) for _ in range(count)]
-    for M in held:
-        M.fill(1.0)
-    del held, M
-    gc.collect()
-    return time.perf_counter() - start
+    buffers = [np.empty((n, n)) for _ in range(count)]
+    for b in buffers:
+        b.fill(0.0)
+    return buffers, (time.perf_counter() - start) / count
 
 
 def _warm_up() -> None:
@@ -195,22 +194,23 @@ def case(name: str, model: nn.Module, n_samples: int, batch_size: int, *, conv: 
     n = sum(p.numel() for p in model.parameters())
     result = {"model": name, "n_params": n, "samples": n_samples, "data": source, "batch_size": batch_size,
               "matrix_mb": n * n * 8 / 2**20}
-    result["first_touch_s"] = _first_touch(n)
+    (buf_naive, buf_auto, buf_other), result["first_touch_s_per_matrix"] = _touched_buffers(n)
     naive_peak, auto_peak = [], []
-    H_naive, t_naive = _timed(lambda: naive(model, x, y), f"{name} naive loop", naive_peak)
+    H_naive, t_naive = _timed(lambda: naive(model, x, y, out=buf_naive), f"{name} naive loop", naive_peak)
     op = HessianOperator(model, None, make_batches(x, y, batch_size))
-    H_auto, t_auto = _timed(lambda: np.asarray(dense_hessian(op, progress=False, method="auto")), f"{name} landscape auto",
-                            auto_peak)
+    H_auto, t_auto = _timed(lambda: dense_hessian(op, progress=False, method="auto", out=buf_auto),
+                            f"{name} landscape auto", auto_peak)
     matrix_bytes = n * n * 8
     for label, got in (("naive", naive_peak[0]), ("landscape_auto", auto_peak[0])):
-        result[f"{label}_peak_extra_mb"] = None if got is None else got / 2**20
-        result[f"{label}_peak_vs_matrix"] = None if got is None else got / matrix_bytes
+        # the output buffer is resident before the call: peak = matrix + the build's workspace
+        result[f"{label}_workspace_mb"] = None if got is None else got / 2**20
+        result[f"{label}_peak_vs_matrix"] = None if got is None else 1.0 + got / matrix_bytes
     naive_times, auto_times = [t_naive], [t_auto]
     if t_naive < CHEAP_S:  # seconds each: time both twice more, alternately, and keep the medians
         for _ in range(2):
-            naive_times.append(_timed(lambda: naive(model, x, y))[1])
+            naive_times.append(_timed(lambda: naive(model, x, y, out=buf_naive))[1])
             fresh = HessianOperator(model, None, make_batches(x, y, batch_size))  # its timed choices made afresh
-            auto_times.append(_timed(lambda: np.asarray(dense_hessian(fresh, progress=False, method="auto")))[1])
+            auto_times.append(_timed(lambda: dense_hessian(fresh, progress=False, method="auto", out=buf_auto))[1])
     result["naive_s"], result["landscape_auto_s"] = float(np.median(naive_times)), float(np.median(auto_times))
     result["naive_times_s"], result["landscape_auto_times_s"] = naive_times, auto_times
     scale = np.abs(H_naive).max()
@@ -218,13 +218,13 @@ def case(name: str, model: nn.Module, n_samples: int, batch_size: int, *, conv: 
     forms = ["syrk", "kron"] if conv else ["syrk"]
     for form in forms:
         H_form, result[f"landscape_{form}_s"] = _timed(
-            lambda: np.asarray(dense_hessian(op, progress=False, method="ggn", ggn_form=form)), f"{name} landscape {form}")
+            lambda: dense_hessian(op, progress=False, method="ggn", ggn_form=form, out=buf_other), f"{name} landscape {form}")
         result[f"{form}_vs_naive_max_rel"] = float(np.abs(H_form - H_naive).max() / scale)
         del H_form
     if conv and quick:
         result["landscape_hvp_s"] = None
     else:
-        H_hvp, result["landscape_hvp_s"] = _timed(lambda: np.asarray(dense_hessian(op, progress=False, method="hvp")),
+        H_hvp, result["landscape_hvp_s"] = _timed(lambda: dense_hessian(op, progress=False, method="hvp", out=buf_other),
                                                          f"{name} landscape hvp")
         result["hvp_vs_naive_max_rel"] = float(np.abs(H_hvp - H_naive).max() / scale)
         del H_hvp
@@ -281,8 +281,8 @@ def table(result: dict) -> str:
             f"(naive {ratio(c, 'naive')}) | {c['eigensolve_share_of_landscape']:.0%} |"
         )
     lines += ["", "naive and landscape (auto): medians of three alternating runs where the naive loop takes under "
-              f"{CHEAP_S:.0f} s (the MLP), one run each otherwise. Peak memory: what the first build added to the "
-              "process's peak resident set, over the n x n float64 matrix's own size. Each case first writes three "
-              "n x n matrices and frees them, outside the timings (on this VM the first touch of fresh memory costs "
-              "about 2.6 s per GB, and whichever method ran first paid it)."]
+              f"{CHEAP_S:.0f} s (the MLP), one run each otherwise. Every build writes into an n x n buffer "
+              "allocated and written once before the timings (on this VM the first write to fresh memory costs about "
+              "2.6 s per GB, whichever method meets it). Peak memory: (matrix + what the first build added to the "
+              "process's peak resident set) / matrix."]
     return "\n".join(lines)

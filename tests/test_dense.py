@@ -38,6 +38,12 @@ def test_dense_hessian_in_memory_matches_reference():
     op = HessianOperator(model, None, make_batches(x, y, 4))
     H = dense_hessian(op, block_size=5, progress=False)
     np.testing.assert_allclose(H, _reference(model, x, y), rtol=1e-9, atol=1e-12)
+    # into a caller's buffer (zeroed first: it holds garbage here), and a wrong buffer refused
+    buffer = np.full(H.shape, 7.0)
+    assert dense_hessian(op, block_size=5, progress=False, out=buffer) is buffer
+    np.testing.assert_array_equal(buffer, H)
+    with pytest.raises(LandscapeError, match="C-ordered"):
+        dense_hessian(op, progress=False, out=np.zeros(H.shape, dtype=np.float32))
 
 
 def test_dense_hessian_resumes_after_interruption_with_identical_result(tmp_path):

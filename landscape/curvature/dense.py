@@ -85,6 +85,7 @@ def dense_hessian(
     method: str = "auto",
     ggn_chunk: int = 64,
     ggn_form: str = "auto",
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Build the dense symmetric matrix of operator ``A`` (any landscape operator).
 
@@ -102,7 +103,9 @@ def dense_hessian(
     memory (DESIGN: store in float32, solve in float64 errs by ~5e-9 on Hessians of
     norm ~40; the GGN path needs float64 storage). ``max_blocks`` stops after that many
     new work units (column blocks or GGN chunks: tests and time slicing). Returns the
-    (possibly partial, see the state file) array.
+    (possibly partial, see the state file) array. ``out`` (in-memory builds only): an
+    (n, n) C-ordered array of the storage dtype to build into (zeroed first), e.g. one
+    buffer reused across builds.
     """
     from landscape.curvature import dense_ggn
 
@@ -151,11 +154,19 @@ def dense_hessian(
     split_units = 0 if split is None else _split_units(op, split, block_size)
     fingerprint = operator_fingerprint(op) + f":{kind}:{ggn_chunk}"
     if out_dir is None:
-        H = np.zeros((n, n), dtype=storage)
+        if out is None:
+            H = np.zeros((n, n), dtype=storage)
+        else:
+            if out.shape != (n, n) or out.dtype != storage or not out.flags.c_contiguous:
+                raise LandscapeError(f"out must be a C-ordered ({n}, {n}) array of {storage}, got {out.shape} {out.dtype}.")
+            H = out
+            H.fill(0)
         state = {"blocks_done": 0, "hvp_count": 0, "build_s": 0.0, "ggn_chunks_done": 0, "ggn_in_progress": False,
                  "finalized": False, "split_units_done": 0}
         state_path = None
     else:
+        if out is not None:
+            raise LandscapeError("out is for in-memory builds; a build with out_dir lives in its memory-mapped file.")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         state = _open_state(out_dir, n, storage, block_size, fingerprint)
