@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, hessian
 
+from benchmarks.memory import reset_peak, status_kb
 from landscape.curvature.dense import dense_hessian
 from landscape.curvature.operators import HessianOperator, make_batches
 from landscape.losses import cross_entropy
@@ -113,26 +114,6 @@ def activation_floats(model: nn.Module, x) -> int:
 CHEAP_S = 60.0
 
 
-def _status_kb(field: str) -> int | None:
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    """Reset the process's peak resident set (Linux: writing 5 to clear_refs resets VmHWM)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _timed(fn, label: str = "", peak: list | None = None):
     """``(result, seconds)``; prints the label before and the time after, so a long case shows where it is.
 
@@ -142,12 +123,12 @@ def _timed(fn, label: str = "", peak: list | None = None):
     gc.collect()
     if label:
         print(f"[dense] {label} ...", flush=True)
-    base = _status_kb("VmRSS") if peak is not None and _reset_peak() else None
+    base = status_kb("VmRSS") if peak is not None and reset_peak() else None
     start = time.perf_counter()
     out = fn()
     elapsed = time.perf_counter() - start
     if peak is not None:
-        high = _status_kb("VmHWM")
+        high = status_kb("VmHWM")
         peak.append(None if base is None or high is None else (high - base) * 1024)
     if label:
         print(f"[dense] {label}: {elapsed:.1f} s", flush=True)

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.memory import status_kb
+
 MODELS = {
     # name: (input shape, dataset, N empirical, N ggn, batch size, per-sample chunk)
     "small-mnistfc": ((1, 28, 28), "fashion-mnist", 2048, 512, 256, 256),
@@ -50,13 +52,8 @@ CONTENDERS = {
 def _rss_mb() -> float:
     """This process's peak RSS. VmHWM, not ru_maxrss: a spawned child inherits its parent's
     ru_maxrss through fork + exec, so it would start at the parent's peak."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = status_kb("VmHWM")
+    return peak / 1024 if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _sequential_twin(model):
