@@ -204,3 +204,34 @@ def test_report_renders_in_headless_chromium(report):
     assert external == [], external
     assert any("Spectra" in h for h in headings) and any("Training" in h for h in headings)
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+
+def test_table1_columns_select_each_seed_by_its_validation_error(run_dir, tmp_path):
+    """The error reported per configuration is each seed's test error at its lowest validation
+    error (the first such evaluation on ties), with that evaluation's effective epoch: the
+    paper's Table 1 columns."""
+    from landscape.report.render import PAPER_TABLE1
+
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 3
+    chosen = {0: ([0.9, 0.3, 0.2], [0.9, 0.25, 0.15]), 1: ([0.9, 0.2, 0.2], [0.9, 0.35, 0.05])}
+    for seed, (val, test) in chosen.items():
+        run = tmp_path / f"seed{seed}"
+        shutil.copytree(run_dir, run)
+        config = json.loads((run / "config.json").read_text())
+        config["seed"] = seed
+        (run / "config.json").write_text(json.dumps(config))
+        rows = [dict(m, val_error=v, test_error=t) for m, v, t in zip(metrics, val, test)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    html = build_report([str(tmp_path / "seed0"), str(tmp_path / "seed1")], tmp_path / "r").read_text(encoding="utf-8")
+    row = html[html.index('<h2 id="training">'):]
+    row = row[row.index("<td class=\"l\">"):]
+    row = row[: row.index("</tr>")]
+    # seed 0 selects its last evaluation (test 15%), seed 1 the first of its two 20% (test 35%)
+    best = np.array([0.15, 0.35])
+    epoch = (metrics[2]["effective_epochs"] + metrics[1]["effective_epochs"]) / 2
+    assert f"<td>{pct(best.mean())} ± {pct(best.std(ddof=1))}</td>" in row
+    assert f"<td>{num(epoch, 3)}</td>" in row
+    assert f"<td>{pct(0.1)} ± {pct(np.std([0.15, 0.05], ddof=1))}</td>" in row  # the final test errors
+    # small-mnistfc is not in the paper's Table 1: no reference line; mnistfc would have one
+    assert "The paper's Table 1" not in html and "mnistfc" in PAPER_TABLE1
