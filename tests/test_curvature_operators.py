@@ -5,6 +5,7 @@ of the mean loss over ALL samples at once (so the per-batch |b|/N weighting is t
 with unequal batches 3 + 3 + 1), J^T H_z J from jacrev, and sum g_i g_i^T from a loop.
 """
 
+import contextlib
 import pytest
 import torch
 from torch import nn
@@ -249,6 +250,40 @@ def test_every_product_scheme_matches_the_dense_hessian(kind):
         assert bounded._vmap_chunk == chunk
         bounded.block_method = "vmap"
         torch.testing.assert_close(bounded @ V, reference @ V, rtol=1e-8, atol=1e-10)
+
+
+class _WithIdleLayer(nn.Module):
+    """An MLP beside a Linear layer the loss never uses: its rows of H are zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+        self.idle = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.parametrize("idle", [False, True])
+def test_vector_products_through_the_kept_graph_in_any_grad_mode(idle):
+    """The single-vector fast path (``matvec`` straight to the kept graph): exact from the first
+    product on, again from the second (the plain engine call once every leaf is known to be
+    reached), under ``no_grad``, and with zero rows for parameters the loss never reaches."""
+    model, x, y = _case("mlp")
+    if idle:
+        torch.manual_seed(0)
+        model = _WithIdleLayer().double()
+    w0, logits = _flat(model)
+    reference = hessian(lambda v: cross_entropy(logits(v, x), y))(w0)
+    op = HessianOperator(model, cross_entropy, _batches(x, y), cache_graph=True)
+    V = torch.randn(op.shape[0], 3, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    for j in range(3):
+        with torch.no_grad() if j == 2 else contextlib.nullcontext():
+            torch.testing.assert_close(op @ V[:, j], reference @ V[:, j], rtol=1e-10, atol=1e-12)
+    assert op.count == 3 and op._graph_reaches_all == (not idle)
+    if idle:
+        assert reference[-6:].abs().max() == 0  # the idle layer's 6 parameters
+    torch.testing.assert_close(op @ V.numpy(), (reference @ V).numpy(), rtol=1e-10, atol=1e-12)  # numpy in, out
 
 
 def test_product_schemes_agree_in_float32_on_a_float32_model():
