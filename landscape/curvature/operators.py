@@ -339,12 +339,11 @@ class HessianOperator(ModelOperator):
         self._graph = (leaves, total)
         self.graph_form = form
         self.cached_graph_bytes = self._graph_bytes(held, total)
-        # products through it: one engine call; gradient entries without a graph give 0
-        self._graph_live = [i for i, g in enumerate(total) if g.requires_grad]
-        # what every product passes to the engine, listed once (a product of a small net is ~2 ms,
-        # and the per-call Python around it was measured at ~2% of that)
-        self._graph_call = ([total[i] for i in self._graph_live], list(leaves.values()),
-                            [(i, self.shapes[i]) for i in self._graph_live])
+        # products through it: one engine call; gradient entries without a graph give 0. What every
+        # product passes to the engine is listed once (a product of a small net is ~2 ms, and the
+        # per-call Python around it was measured at ~2% of that)
+        live = [i for i, g in enumerate(total) if g.requires_grad]
+        self._graph_call = ([total[i] for i in live], list(leaves.values()), [(i, self.shapes[i]) for i in live])
         self._graph_reaches_all = False  # set by the first product: every leaf gets a gradient
 
     def _time_graph_forms(self, V: torch.Tensor, baseline: float | None) -> str:

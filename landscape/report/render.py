@@ -168,7 +168,6 @@ def _training_section(runs: list[RunArtifacts]) -> dict | None:
             "effective_epochs": members[0].final.get("effective_epochs"),
             "epochs": members[0].final.get("epoch"),
             # Table 1's columns: the error at the epoch of the lowest validation error, and that epoch
-            "best_seeds": len(best),
             "best_effective_epochs": float(np.mean([b[0] for b in best])) if best else None,
             "best_test_error_mean": float(np.mean([b[1] for b in best])) if best else None,
             "best_test_error_std": float(np.std([b[1] for b in best], ddof=1)) if len(best) > 1 else None,
