@@ -158,6 +158,10 @@ def train(
         None, help="Entropy-SGD/Adam: gamma_t = gamma_0 (1 + scoping)^t (Sec. 4.3) [default: 1e-3 / 0]."
     ),
     alpha: float = typer.Option(0.75, help="Entropy-SGD/Adam: weight of the newest SGLD sample in mu."),
+    sgld_momentum: float = typer.Option(
+        0.0, help="Entropy-SGD/Adam: Nesterov momentum on the SGLD data gradient (paper Sec. 5.2 uses it in both "
+        "loops; 0 = Alg. 1 as printed)."
+    ),
     replicas: int = typer.Option(3, help="Replicated-SGD: number of replicas y."),
     coupling: float = typer.Option(1e-3, help="Replicated-SGD: initial coupling g_0."),
     coupling_growth: float = typer.Option(1e-3, help="Replicated-SGD: g_t = g_0 (1 + growth)^t."),
@@ -220,6 +224,7 @@ def train(
                 gamma=gamma,
                 scoping=scoping,
                 alpha=alpha,
+                sgld_momentum=sgld_momentum,
                 replicas=replicas,
                 coupling=coupling,
                 coupling_growth=coupling_growth,

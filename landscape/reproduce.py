@@ -112,11 +112,14 @@ def _train_step(plan: Plan, target: str, run_dir: Path, config_kwargs: dict, dev
         except (OSError, json.JSONDecodeError):
             raise LandscapeError(f"{saved_path} is unreadable; delete {run_dir} or pass another --runs.") from None
         wanted = json.loads(json.dumps(config.to_dict()))
+        defaults = json.loads(json.dumps({f.name: None if f.default is dataclasses.MISSING else f.default
+                                          for f in dataclasses.fields(TrainConfig)}))
         for key in ("model", "dataset", "optimizer", "seed", "batch_size", "lr", "model_kwargs", "L", "gamma",
-                    "scoping", "lr_milestones", "lr_decay", "sgld_lr", "noise", "seq_len", "preprocess", "train_subset",
-                    "vocab"):
-            if saved.get(key) != wanted.get(key):  # a key older runs lack counts as its default, None
-                raise LandscapeError(f"{run_dir} holds a different run ({key} = {saved.get(key)!r}, this plan wants "
+                    "scoping", "lr_milestones", "lr_decay", "sgld_lr", "noise", "sgld_momentum", "seq_len",
+                    "preprocess", "train_subset", "vocab"):
+            held = saved.get(key, defaults.get(key))  # a key older runs lack counts as its default
+            if held != wanted.get(key):
+                raise LandscapeError(f"{run_dir} holds a different run ({key} = {held!r}, this plan wants "
                                      f"{wanted.get(key)!r}); pass another --runs folder or delete that run.")
 
     def finished() -> bool:
@@ -217,7 +220,7 @@ FULL = {
     "spectrum_training": {"optimizer": "sgd", "epochs": 50},
     # Table 1 / Fig. 4 (Sec. 5.2): Adam 100 epochs, lr 1e-3 divided by 5 every 30 epochs, against
     # Entropy-SGD 5 epochs with L=20, eta=1 divided by 10 after epoch 2, eta'=0.1, noise 1e-3,
-    # gamma0=1e-4 growing by 1.001 per update, Nesterov momentum in both loops. The paper also
+    # gamma0=1e-4 growing by 1.001 per update, Nesterov momentum (0.9) in both loops. The paper also
     # "reduces the dropout probability" for Entropy-SGD; its values are lost from our copy of the
     # text, and the authors' code keeps 0.5 for every optimizer (models.lua), as we do here: pass
     # e.g. `landscape train ... --model-arg dropout=0.25` to try a reduced one.
@@ -225,7 +228,7 @@ FULL = {
     "table1": {
         "adam": {"epochs": 100, "lr": 1e-3, "lr_milestones": (30, 60, 90), "lr_decay": 0.2},
         "entropy-sgd": {"epochs": 5, "L": 20, "lr": 1.0, "lr_milestones": (2,), "lr_decay": 0.1, "sgld_lr": 0.1,
-                        "noise": 1e-3, "gamma": 1e-4, "scoping": 1e-3},
+                        "noise": 1e-3, "gamma": 1e-4, "scoping": 1e-3, "sgld_momentum": 0.9},
     },
     "population": {"optimizers": {"sgd": 20, "entropy-sgd": 1, "replicated-sgd": 7, "sam": 10},
                    "lr_factors": (1.0, 0.3), "batch_sizes": (32, 128), "seeds": (0, 1)},

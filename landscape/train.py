@@ -97,6 +97,7 @@ class TrainConfig:
     gamma: float | None = None
     scoping: float | None = None
     alpha: float = 0.75
+    sgld_momentum: float = 0.0  # Nesterov momentum of the SGLD loop (Sec. 5.2: "both loops"); 0 = Alg. 1
     # Replicated-SGD (Pittorino et al. 2021)
     replicas: int = 3
     coupling: float = 1e-3
@@ -344,6 +345,7 @@ def train(
         gamma=config.gamma,
         scoping=config.scoping,
         alpha=config.alpha,
+        sgld_momentum=config.sgld_momentum,
         replicas=config.replicas,
         coupling=config.coupling,
         coupling_growth=config.coupling_growth,

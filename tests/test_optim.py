@@ -44,15 +44,19 @@ def _quadratic(x: torch.Tensor, counter: list[int] | None = None, seen: list[tor
 
 
 def _hand_entropy_sgd(x, *, steps, lr, sgld_lr, gamma, scoping, alpha, L, momentum=0.0, nesterov=False,
-                      literal=False, weight_decay=0.0):
-    """Alg. 1 + Sec. 4.3 written out on the quadratic, independently of the library."""
+                      literal=False, weight_decay=0.0, sgld_momentum=0.0):
+    """Alg. 1 + Sec. 4.3 written out on the quadratic, independently of the library; ``sgld_momentum``:
+    Nesterov momentum on the inner loop's data gradient, restarted at each outer step (reference code)."""
     x = x.clone()
     buf = None
     for t in range(steps):
         g_t = gamma * (1.0 + scoping) ** t
         xp, mu = x.clone(), x.clone()
+        velocity = torch.zeros_like(x)
         for _ in range(L):
-            dxp = A @ xp - g_t * (x - xp)
+            data = A @ xp
+            velocity = sgld_momentum * velocity + data
+            dxp = data + sgld_momentum * velocity - g_t * (x - xp)
             xp = xp - sgld_lr * dxp
             mu = (1.0 - alpha) * mu + alpha * xp
         d = (x - mu) * (g_t if literal else 1.0) + weight_decay * x
@@ -95,6 +99,24 @@ def test_entropy_sgd_nesterov_scoping_weight_decay_over_two_steps():
     # The plain (non-Nesterov) heavy ball is a different trajectory: the test can tell them apart.
     heavy_ball = _hand_entropy_sgd(X0, steps=2, momentum=0.8, nesterov=False, weight_decay=0.05, **kw)
     assert not torch.allclose(x.detach(), heavy_ball, atol=1e-6)
+
+
+def test_entropy_sgd_inner_nesterov_momentum_over_two_steps():
+    """``sgld_momentum`` (the paper's "Nesterov's momentum for both loops", Sec. 5.2) against the hand
+    computation, from the optimizer and through ``build_optimizer`` as ``landscape train`` builds it."""
+    kw = dict(lr=0.3, sgld_lr=0.15, gamma=0.4, scoping=0.5, alpha=0.6, L=3)
+    expected = _hand_entropy_sgd(X0, steps=2, momentum=0.8, nesterov=True, sgld_momentum=0.7, **kw)
+    without = _hand_entropy_sgd(X0, steps=2, momentum=0.8, nesterov=True, **kw)
+    assert not torch.allclose(expected, without, atol=1e-6)  # the inner momentum changes the trajectory
+    x = X0.clone().requires_grad_()
+    opt = EntropySGD([x], kw["lr"], momentum=0.8, nesterov=True, noise=0.0, sgld_momentum=0.7,
+                     **{k: v for k, v in kw.items() if k != "lr"})
+    for _ in range(2):
+        opt.step(_quadratic(x))
+    torch.testing.assert_close(x.detach(), expected, rtol=0, atol=1e-12)
+    model = nn.Linear(3, 1, bias=False).double()
+    built = build_optimizer("entropy-sgd", model, lr=0.3, sgld_momentum=0.7, noise=0.0)
+    assert built.param_groups[0]["sgld_momentum"] == 0.7
 
 
 def test_scope_grows_every_step_and_survives_state_dict():

@@ -89,6 +89,7 @@ def test_full_plan_uses_the_papers_table1_settings_and_names_missing_data(tmp_pa
     # on digits every model is small-mnistfc; the Sec. 5.2 hyper-parameters travel as the CLI spells them
     esgd = next(c for c in commands if "--optimizer entropy-sgd --seed 0 --epochs 5" in c)
     assert "--L 20 --lr 1.0 --lr-milestones 2 --lr-decay 0.1 --sgld-lr 0.1 --noise 0.001 --gamma 0.0001" in esgd
+    assert "--sgld-momentum 0.9" in esgd  # Sec. 5.2: Nesterov's momentum in both loops
     adam = next(c for c in commands if "--optimizer adam" in c)
     assert "--lr-milestones 30,60,90 --lr-decay 0.2" in adam
     assert sum(c.startswith("landscape train") and "population" in c for c in commands) == 32  # >= 24 models
@@ -113,6 +114,17 @@ def test_a_run_folder_holding_another_configuration_is_not_reused(tmp_path):
     other = {**small, "table1": {"sgd": {"epochs": 1, "model_kwargs": {"hidden": 4}, "lr": 0.5}}}
     with pytest.raises(LandscapeError, match=r"holds a different run \(lr = None, this plan wants 0.5\)"):
         reproduce(config, log=lambda m: None, settings=other)
+    # a run written before a setting existed holds that setting's default: still the same run
+    saved = tmp_path / "runs" / "small-mnistfc-sgd-s0" / "config.json"
+    older = json.loads(saved.read_text())
+    del older["sgld_momentum"]
+    saved.write_text(json.dumps(older))
+    lines = []
+    reproduce(config, log=lines.append, settings=small)
+    assert lines[0].startswith("1 steps, 1 already done, 0 to run"), lines  # nothing retrained
+    newer = {**small, "table1": {"sgd": {"epochs": 1, "model_kwargs": {"hidden": 4}, "sgld_momentum": 0.5}}}
+    with pytest.raises(LandscapeError, match=r"\(sgld_momentum = 0.0, this plan wants 0.5\)"):
+        reproduce(config, log=lambda m: None, settings=newer)
 
 
 def test_a_diverging_member_is_recorded_and_the_rest_goes_on(tmp_path):

@@ -77,6 +77,7 @@ def build_optimizer(
     gamma: float | None = None,
     scoping: float | None = None,
     alpha: float = 0.75,
+    sgld_momentum: float = 0.0,
     replicas: int = 3,
     coupling: float = 1e-3,
     coupling_growth: float = 1e-3,
@@ -91,6 +92,8 @@ def build_optimizer(
     default (``L``: 20 for entropy-sgd, 5 for entropy-adam; ``gamma``: 0.03 / 0.01;
     ``scoping``: 1e-3 / 0). Nesterov is applied only when ``momentum > 0``. ``sam_base``
     picks SAM's base ("sgd" with the momentum arguments, or "adam" with ``betas``).
+    ``sgld_momentum`` is the Entropy optimizers' Nesterov momentum on the SGLD data gradient
+    (0: Alg. 1 as printed; the paper's Sec. 5.2 runs use it in "both loops").
     Unknown names and invalid hyper-parameters raise :class:`LandscapeError`.
     """
     key = name.lower()
@@ -114,6 +117,7 @@ def build_optimizer(
                 gamma=defaults["gamma"] if gamma is None else gamma,
                 scoping=defaults["scoping"] if scoping is None else scoping,
                 alpha=alpha,
+                sgld_momentum=sgld_momentum,
                 generator=generator,
             )
             if key == "entropy-sgd":
