@@ -55,6 +55,12 @@ class OptimizerName(str, enum.Enum):
     sam = "sam"
 
 
+class NoiseRng(str, enum.Enum):
+    auto = "auto"
+    torch = "torch"
+    mkl = "mkl"
+
+
 class SamBase(str, enum.Enum):
     sgd = "sgd"
     adam = "adam"
@@ -162,6 +168,10 @@ def train(
         0.0, help="Entropy-SGD/Adam: Nesterov momentum on the SGLD data gradient (paper Sec. 5.2 uses it in both "
         "loops; 0 = Alg. 1 as printed)."
     ),
+    noise_rng: NoiseRng = typer.Option(
+        NoiseRng.auto, help="Where the SGLD/replica noise comes from: auto (MKL's Philox on the CPU when installed, "
+        "several times faster than torch's CPU generator; else torch), torch, or mkl."
+    ),
     replicas: int = typer.Option(3, help="Replicated-SGD: number of replicas y."),
     coupling: float = typer.Option(1e-3, help="Replicated-SGD: initial coupling g_0."),
     coupling_growth: float = typer.Option(1e-3, help="Replicated-SGD: g_t = g_0 (1 + growth)^t."),
@@ -225,6 +235,7 @@ def train(
                 scoping=scoping,
                 alpha=alpha,
                 sgld_momentum=sgld_momentum,
+                noise_rng=noise_rng.value,
                 replicas=replicas,
                 coupling=coupling,
                 coupling_growth=coupling_growth,

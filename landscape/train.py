@@ -43,6 +43,7 @@ from landscape.io import json_safe, write_json, write_text
 from landscape.losses import cross_entropy, evaluate
 from landscape.models import build_model, count_parameters
 from landscape.optim import OPTIMIZER_NAMES, build_optimizer, closure_fresh_batch
+from landscape.optim.rng import KIND_PHILOX, KIND_TORCH, NOISE_RNG_CHOICES, Generator, generator_kind, make_generator
 from landscape.progress import make_progress
 
 #: Outer learning rates used when --lr is not given (paper Sec. 5.2-5.4 where it says).
@@ -98,6 +99,8 @@ class TrainConfig:
     scoping: float | None = None
     alpha: float = 0.75
     sgld_momentum: float = 0.0  # Nesterov momentum of the SGLD loop (Sec. 5.2: "both loops"); 0 = Alg. 1
+    # the SGLD noise stream: auto (MKL's Philox on the CPU when installed, else torch), torch, mkl
+    noise_rng: str = "auto"
     # Replicated-SGD (Pittorino et al. 2021)
     replicas: int = 3
     coupling: float = 1e-3
@@ -113,6 +116,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZER_NAMES:
             raise LandscapeError(f"Unknown optimizer '{self.optimizer}': choose one of {', '.join(OPTIMIZER_NAMES)}.")
+        if self.noise_rng not in NOISE_RNG_CHOICES:
+            raise LandscapeError(f"--noise-rng must be one of {', '.join(NOISE_RNG_CHOICES)}, got '{self.noise_rng}'.")
         if self.epochs < 0:
             raise LandscapeError(f"--epochs must be >= 0, got {self.epochs}.")
         if self.train_subset is not None and self.train_subset < 1:
@@ -300,6 +305,25 @@ def _all_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
+def _noise_generator(config: TrainConfig, device: torch.device, resume_from: Path | None) -> Generator:
+    """The optimizer's noise stream, seeded with ``seed + 2``: the kind ``--noise-rng`` asks for,
+    or, when resuming, the kind the checkpoint's stream was (so the run continues bit-identically)."""
+    kind = config.noise_rng
+    if resume_from is not None and resume_from.exists():
+        trainer = (read_checkpoint(resume_from).get("trainer") or {})
+        if "noise_generator" in trainer:
+            kind = trainer.get("noise_generator_kind", KIND_TORCH)
+    try:
+        return make_generator(device, config.seed + 2, kind)
+    except ValueError as err:
+        if kind == KIND_PHILOX and resume_from is not None:
+            raise LandscapeError(
+                f"The run in '{resume_from.parent}' drew its SGLD noise from MKL's Philox stream, which cannot be "
+                f"used here ({err}); resume it where MKL is installed on the CPU."
+            ) from err
+        raise LandscapeError(str(err)) from err
+
+
 def train(
     config: TrainConfig,
     *,
@@ -330,7 +354,7 @@ def train(
     _check_compatible(config, model, train_set)
     _prepare_run_dir(run_dir, resume, overwrite)
     data_generator = torch.Generator().manual_seed(config.seed + 1)
-    noise_generator = torch.Generator(device=device).manual_seed(config.seed + 2)
+    noise_generator = _noise_generator(config, device, run_dir / "checkpoint.pt" if resume else None)
     optimizer = build_optimizer(
         config.optimizer,
         model,
@@ -370,6 +394,7 @@ def train(
             "counters": dict(counters),
             "stream": stream.state_dict(),
             "noise_generator": noise_generator.get_state(),
+            "noise_generator_kind": generator_kind(noise_generator),
             "torch_rng": torch.get_rng_state(),
         }
         if device.type == "cuda":
@@ -440,6 +465,7 @@ def train(
         {
             **config.to_dict(),
             "device_resolved": str(device),
+            "noise_rng_resolved": generator_kind(noise_generator),
             "parameters": count_parameters(model),
             "dataset_info": dataset_record,
             "versions": package_versions(),

@@ -220,7 +220,7 @@ def test_ggn_fast_path_resumes_and_survives_a_kill_inside_the_update(form, tmp_p
 
 
 def test_mkl_and_scipy_backends_agree():
-    from landscape.spectra import _mkl
+    from landscape import _mkl
 
     if _mkl.load() is None:
         pytest.skip("Intel MKL not installed (pip install mkl)")

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from landscape.errors import LandscapeError
+from landscape.optim.rng import make_generator, mkl_available
 from landscape.optim import (
     OPTIMIZER_NAMES,
     SAM,
@@ -189,7 +190,11 @@ def test_noise_is_reproducible_from_the_generator():
     assert not torch.equal(_noisy_run(5), _noisy_run(6))
 
 
-def test_noise_variance_is_sgld_lr_times_noise_squared():
+NOISE_KINDS = ["torch", pytest.param("mkl", marks=pytest.mark.skipif(not mkl_available(), reason="MKL not installed"))]
+
+
+@pytest.mark.parametrize("kind", NOISE_KINDS)
+def test_noise_variance_is_sgld_lr_times_noise_squared(kind):
     n, sgld_lr, noise = 200_000, 0.1, 1e-3
     x = torch.zeros(n, dtype=F64, requires_grad=True)
 
@@ -201,7 +206,7 @@ def test_noise_variance_is_sgld_lr_times_noise_squared():
 
     # gamma = 0, one Langevin step, alpha = 1, lr = 1, no momentum: x_new = x'_1 = sqrt(lr) * noise * z.
     opt = EntropySGD([x], 1.0, momentum=0.0, nesterov=False, L=1, sgld_lr=sgld_lr, noise=noise, gamma=0.0,
-                     scoping=0.0, alpha=1.0, generator=torch.Generator().manual_seed(1))
+                     scoping=0.0, alpha=1.0, generator=make_generator("cpu", 1, kind))
     opt.step(zero_gradient)
     displacement = x.detach()
     assert abs(displacement.var().item() / (sgld_lr * noise**2) - 1.0) < 0.03
@@ -472,16 +477,17 @@ def test_sam_lr_scheduler_reaches_the_base_optimizer():
 # ---------------------------------------------------------------------------- factory, checkpoints
 
 
-def _build(name: str, model: nn.Module, seed: int) -> torch.optim.Optimizer:
+def _build(name: str, model: nn.Module, seed: int, kind: str = "torch") -> torch.optim.Optimizer:
     return build_optimizer(name, model, lr=0.05, L=3, noise=1e-2, replicas=2, coupling=0.1,
-                           generator=torch.Generator().manual_seed(seed))
+                           generator=make_generator("cpu", seed, kind))
 
 
+@pytest.mark.parametrize("kind", NOISE_KINDS)
 @pytest.mark.parametrize("steps_before_save", [0, 2])
 @pytest.mark.parametrize("name", OPTIMIZER_NAMES)
-def test_state_dict_round_trip_continues_identically(name, steps_before_save):
+def test_state_dict_round_trip_continues_identically(name, steps_before_save, kind):
     model = _bn_net()
-    opt = _build(name, model, seed=0)
+    opt = _build(name, model, seed=0, kind=kind)
     if isinstance(opt, ReplicatedSGD):
         opt.param_groups[0]["seed_perturbation"] = 0.1  # the replicas' start draws from the generator
     calls = closure_calls_per_step(opt)
@@ -494,7 +500,7 @@ def test_state_dict_round_trip_continues_identically(name, steps_before_save):
 
     resumed_model = _bn_net(seed=1)
     resumed_model.load_state_dict(saved["model"])
-    resumed = _build(name, resumed_model, seed=99)
+    resumed = _build(name, resumed_model, seed=99, kind=kind)
     resumed.load_state_dict(saved["optimizer"])
     for k in range(steps_before_save, steps_before_save + 2):
         opt.step(_stream_closure(model, start=k * calls))

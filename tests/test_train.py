@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from landscape.checkpoint import load_checkpoint
-from landscape.errors import NonFiniteLossError
+from landscape.errors import LandscapeError, NonFiniteLossError
+from landscape.optim.rng import mkl_available
 from landscape.train import BatchStream, TrainConfig, train
 
 
@@ -84,6 +85,26 @@ def test_resume_continues_bit_identically(tmp_path, optimizer):
     assert meta["epoch"] == 2
     for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(p, q), n
+
+
+@pytest.mark.skipif(not mkl_available(), reason="MKL (the 'fast' extra) is not installed")
+def test_a_run_keeps_its_noise_stream_kind_when_resumed(tmp_path, monkeypatch):
+    kw = dict(optimizer="entropy-sgd", L=2, lr=0.3, noise=1e-2)
+    straight = train(_config(tmp_path, epochs=2, noise_rng="torch", out=str(tmp_path / "straight"), **kw), progress=False)
+    train(_config(tmp_path, epochs=1, noise_rng="torch", out=str(tmp_path / "resumed"), **kw), progress=False)
+    # resumed under the default (auto = MKL's Philox here): the checkpoint's torch stream wins
+    resumed = train(_config(tmp_path, epochs=2, out=str(tmp_path / "resumed"), **kw), resume=True, progress=False)
+    assert _strip_wall(resumed.metrics) == _strip_wall(straight.metrics)
+    assert json.loads((tmp_path / "resumed" / "config.json").read_text())["noise_rng_resolved"] == "torch"
+
+    philox = train(_config(tmp_path, epochs=2, out=str(tmp_path / "philox"), **kw), progress=False)
+    assert json.loads((tmp_path / "philox" / "config.json").read_text())["noise_rng_resolved"] == "mkl-philox4x32x10"
+    assert _strip_wall(philox.metrics)[-1] != _strip_wall(straight.metrics)[-1]  # another stream, another run
+    monkeypatch.setattr("landscape._mkl.load", lambda: None)  # as on a machine without MKL
+    with pytest.raises(LandscapeError, match="MKL's Philox stream"):
+        train(_config(tmp_path, epochs=3, out=str(tmp_path / "philox"), **kw), resume=True, progress=False)
+    with pytest.raises(LandscapeError, match="needs MKL"):
+        train(_config(tmp_path, noise_rng="mkl", out=str(tmp_path / "nomkl"), **kw), progress=False)
 
 
 def test_nan_loss_stops_with_one_sentence_and_keeps_last_good_checkpoint(tmp_path):

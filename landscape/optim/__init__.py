@@ -27,6 +27,7 @@ from landscape.errors import LandscapeError
 from landscape.optim.entropy_sgd import EntropyAdam, EntropySGD
 from landscape.optim.langevin import GaussianNoise, ema_update_, langevin_step_
 from landscape.optim.replicated import ReplicatedSGD
+from landscape.optim.rng import NOISE_RNG_CHOICES, Generator, PhiloxGenerator, make_generator
 from landscape.optim.sam import SAM
 
 __all__ = [
@@ -35,12 +36,15 @@ __all__ = [
     "EntropyAdam",
     "EntropySGD",
     "GaussianNoise",
+    "NOISE_RNG_CHOICES",
+    "PhiloxGenerator",
     "ReplicatedSGD",
     "build_optimizer",
     "closure_calls_per_step",
     "closure_fresh_batch",
     "ema_update_",
     "langevin_step_",
+    "make_generator",
 ]
 
 OPTIMIZER_NAMES = ("sgd", "adam", "entropy-sgd", "entropy-adam", "replicated-sgd", "sam")
@@ -84,7 +88,7 @@ def build_optimizer(
     rho: float = 0.05,
     adaptive: bool = False,
     sam_base: str = "sgd",
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
 ) -> torch.optim.Optimizer:
     """The optimizer called ``name`` (one of :data:`OPTIMIZER_NAMES`) over ``model``'s trainable parameters.
 

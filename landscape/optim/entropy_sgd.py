@@ -26,10 +26,12 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from landscape.optim.langevin import GaussianNoise, ema_update_, langevin_step_
+from landscape.optim.rng import KIND_PHILOX, KIND_TORCH, Generator, generator_kind, make_generator
 
 __all__ = ["EntropyAdam", "EntropySGD"]
 
 _GENERATOR_KEY = "generator_state"
+_GENERATOR_KIND_KEY = "generator_kind"
 
 
 def _require(condition: bool, message: str) -> None:
@@ -48,7 +50,13 @@ def default_generator(device: torch.device) -> torch.Generator:
     return generator
 
 
-def check_generator(generator: torch.Generator, device: torch.device) -> None:
+def default_noise_generator(device: torch.device, noise_rng: str = "auto") -> Generator:
+    """The Entropy optimizers' default SGLD noise stream: like :func:`default_generator`, but
+    MKL's Philox on the CPU where MKL is installed (``noise_rng="auto"``, :mod:`landscape.optim.rng`)."""
+    return make_generator(device, int(torch.randint(0, 2**62, (1,)).item()), noise_rng)
+
+
+def check_generator(generator: Generator, device: torch.device) -> None:
     """Refuse a generator on another device than the parameters (its draws could not be used there)."""
     if torch.device(generator.device).type != device.type:
         raise ValueError(
@@ -91,7 +99,7 @@ class _LocalEntropyOptimizer(Optimizer):
         defaults: dict[str, Any],
         *,
         L: int,
-        generator: torch.Generator | None,
+        generator: Generator | None,
     ) -> None:
         _require(
             isinstance(L, int) and not isinstance(L, bool) and L >= 1,
@@ -112,8 +120,9 @@ class _LocalEntropyOptimizer(Optimizer):
         super().__init__(params, defaults)
         self.L = L
         device = self.param_groups[0]["params"][0].device
+        self._owns_generator = generator is None
         if generator is None:
-            generator = default_generator(device)
+            generator = default_noise_generator(device)
         check_generator(generator, device)
         self.generator = generator
         self._chains: dict[int, _Chain] = {}
@@ -144,14 +153,30 @@ class _LocalEntropyOptimizer(Optimizer):
     # -- checkpointing: the generator travels with the optimizer state ------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """``Optimizer.state_dict()`` plus the noise generator's state as a uint8 tensor."""
+        """``Optimizer.state_dict()`` plus the noise generator's state (a uint8 tensor) and kind."""
         state = super().state_dict()
         state[_GENERATOR_KEY] = self.generator.get_state()
+        state[_GENERATOR_KIND_KEY] = generator_kind(self.generator)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the state; the noise stream continues where the saved one stopped.
+
+        A state saved by the other kind of generator (e.g. torch's mt19937 before MKL was
+        installed) is adopted when this optimizer made its own generator; with a generator
+        the caller passed in it is refused, since the caller's stream could not continue it.
+        """
         state_dict = dict(state_dict)
         generator_state = state_dict.pop(_GENERATOR_KEY, None)
+        kind = state_dict.pop(_GENERATOR_KIND_KEY, KIND_TORCH)
+        if generator_state is not None and kind != generator_kind(self.generator):
+            if not self._owns_generator:
+                raise ValueError(
+                    f"This optimizer state holds a {kind} noise stream but the optimizer was given a "
+                    f"{generator_kind(self.generator)} generator; pass a generator of the saved kind (or none)."
+                )
+            device = self.param_groups[0]["params"][0].device
+            self.generator = make_generator(device, 0, "mkl" if kind == KIND_PHILOX else "torch")
         super().load_state_dict(state_dict)
         if generator_state is not None:
             self.generator.set_state(generator_state.to(device="cpu", dtype=torch.uint8))
@@ -284,9 +309,12 @@ class EntropySGD(_LocalEntropyOptimizer):
     * Noise scale: ``sqrt(sgld_lr)*noise`` per step, Alg. 1 line 6. The reference code adds
       ``sgld_lr*noise/sqrt(0.5*sgld_lr) = sqrt(2*sgld_lr)*noise``, a factor sqrt(2) more.
 
-    The SGLD noise comes from ``generator`` (on the parameters' device; by default one
-    seeded from the global torch RNG), whose state is saved in ``state_dict()`` under
-    ``"generator_state"`` so a resumed run is bit-identical.
+    The SGLD noise comes from ``generator``: a ``torch.Generator`` on the parameters'
+    device or a :class:`~landscape.optim.rng.PhiloxGenerator` (MKL, CPU). By default one is
+    seeded from the global torch RNG, and it is MKL's Philox on the CPU where MKL is
+    installed (several times faster than torch's CPU mt19937 there, see
+    :mod:`landscape.optim.rng`). Its state and kind are saved in ``state_dict()`` under
+    ``"generator_state"``/``"generator_kind"`` so a resumed run is bit-identical.
     """
 
     def __init__(
@@ -305,7 +333,7 @@ class EntropySGD(_LocalEntropyOptimizer):
         alpha: float = 0.75,
         literal_outer_step: bool = False,
         sgld_momentum: float = 0.0,
-        generator: torch.Generator | None = None,
+        generator: Generator | None = None,
     ) -> None:
         _require(momentum >= 0.0, f"momentum must be >= 0, got {momentum}.")
         _require(
@@ -384,7 +412,7 @@ class EntropyAdam(_LocalEntropyOptimizer):
         alpha: float = 0.75,
         literal_outer_step: bool = False,
         sgld_momentum: float = 0.0,
-        generator: torch.Generator | None = None,
+        generator: Generator | None = None,
     ) -> None:
         _require(
             len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas),

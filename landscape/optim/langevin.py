@@ -11,8 +11,9 @@ per parameter) with ``torch._foreach_*`` kernels, so one Langevin step costs a h
 fused vector operations whatever the number of parameter tensors. Entropy-SGD and the
 local-entropy estimators in :mod:`landscape.flatness` share them.
 
-Randomness is explicit: noise comes from a ``torch.Generator`` the caller owns (on the
-tensors' device), so a chain is reproducible and its state can be checkpointed.
+Randomness is explicit: noise comes from a generator the caller owns (a ``torch.Generator``
+on the tensors' device, or MKL's Philox stream on the CPU, :mod:`landscape.optim.rng`), so a
+chain is reproducible and its state can be checkpointed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from landscape.optim.rng import Generator, standard_normal_
+
 __all__ = ["GaussianNoise", "ema_update_", "langevin_step_"]
 
 
@@ -32,7 +35,7 @@ class GaussianNoise:
     Calling ``torch.randn`` once per parameter tensor costs a Python round trip and a
     kernel launch each; a network with many small tensors pays that on every Langevin
     step. This keeps one flat buffer per dtype and hands out views shaped like the
-    targets, so a draw is a single ``normal_`` per dtype. The draws are a deterministic
+    targets, so a draw is a single fill per dtype. The draws are a deterministic
     function of the generator state and of the order of ``like``.
     """
 
@@ -58,10 +61,10 @@ class GaussianNoise:
             offsets[t.dtype] = start + t.numel()
         self.views = views
 
-    def sample_(self, generator: torch.Generator) -> list[Tensor]:
+    def sample_(self, generator: Generator) -> list[Tensor]:
         """Refill the buffers with N(0, 1) draws and return the per-tensor views."""
         for flat in self._flats:
-            flat.normal_(generator=generator)
+            standard_normal_(flat, generator)
         return self.views
 
 
@@ -73,7 +76,7 @@ def langevin_step_(
     gamma: float,
     lr: float,
     noise: float,
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
     noise_buffer: GaussianNoise | None = None,
 ) -> None:
     """One SGLD step of Alg. 1 (lines 5-6), in place on the chain ``xs``.
@@ -85,7 +88,7 @@ def langevin_step_(
     ``noise`` is the thermal noise epsilon of Alg. 1 (paper: 1e-4 to 1e-3); no random
     numbers are drawn when it is 0, so a noiseless chain leaves the generator untouched.
     ``noise_buffer`` (a :class:`GaussianNoise` built for ``xs``) makes the draw one kernel
-    per dtype; without it each tensor gets its own ``torch.randn``.
+    per dtype; without it each tensor gets its own draw.
 
     The coupling term is applied as ``x' <- lerp(x', x, lr*gamma)``, which is the same
     affine map as ``x' - lr*gamma*(x' - x)`` without a temporary.
@@ -97,11 +100,11 @@ def langevin_step_(
     torch._foreach_add_(xs, grads, alpha=-lr)
     if noise > 0.0:
         if generator is None:
-            raise ValueError("A Langevin step with noise > 0 needs an explicit torch.Generator.")
+            raise ValueError("A Langevin step with noise > 0 needs an explicit generator (torch.Generator or PhiloxGenerator).")
         if noise_buffer is not None:
             draws = noise_buffer.sample_(generator)
         else:
-            draws = [torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator) for x in xs]
+            draws = [standard_normal_(torch.empty_like(x), generator) for x in xs]
         torch._foreach_add_(xs, draws, alpha=math.sqrt(lr) * noise)
 
 

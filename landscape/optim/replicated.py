@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from landscape.optim.entropy_sgd import check_generator, default_generator
+from landscape.optim.rng import Generator, standard_normal_
 
 __all__ = ["ReplicatedSGD"]
 
@@ -75,7 +76,7 @@ class ReplicatedSGD(Optimizer):
         coupling: float = 1e-3,
         coupling_growth: float = 1e-3,
         seed_perturbation: float = 0.0,
-        generator: torch.Generator | None = None,
+        generator: Generator | None = None,
     ) -> None:
         _require(isinstance(replicas, int) and replicas >= 1, f"replicas must be an integer >= 1, got {replicas!r}.")
         _require(lr >= 0.0, f"lr must be >= 0, got {lr}.")
@@ -195,7 +196,7 @@ class ReplicatedSGD(Optimizer):
                 self._centre = None
                 stack = p.detach().unsqueeze(0).repeat(self.replicas, *([1] * p.dim()))
                 if sigma > 0.0:
-                    noise = torch.randn(stack.shape, dtype=stack.dtype, device=stack.device, generator=self.generator)
+                    noise = standard_normal_(torch.empty_like(stack), self.generator)
                     stack.mul_(noise.mul_(sigma).add_(1.0))
                 state["replicas"] = stack
                 state["momentum_buffers"] = torch.zeros_like(stack)

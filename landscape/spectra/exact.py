@@ -120,7 +120,7 @@ def exact_spectrum(
     """
     from scipy.linalg import eigh
 
-    from landscape.spectra import _mkl
+    from landscape import _mkl
 
     if backend not in ("auto", "mkl", "scipy", "torch"):
         raise ValueError(f"backend must be auto, mkl, scipy or torch, got {backend!r}")

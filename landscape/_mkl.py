@@ -1,4 +1,11 @@
-"""Optional Intel MKL eigensolver (``pip install mkl``), called through LAPACKE.
+"""Optional Intel MKL (``pip install mkl``, the ``fast`` extra): eigensolver and random streams.
+
+Two services, both loaded with ctypes from ``libmkl_rt`` and both optional (every caller
+has a fallback when :func:`load` returns None; ``LANDSCAPE_NO_MKL=1`` forces it):
+
+* ``?syevd`` through LAPACKE, for exact spectra (:mod:`landscape.spectra.exact`);
+* VSL's Philox4x32-10 stream with inverse-CDF Gaussians, for the SGLD noise of the
+  Entropy optimizers (:mod:`landscape.optim.rng`).
 
 MKL's ``?syevd`` is several times faster than the OpenBLAS that numpy/scipy wheels
 bundle on x86 (measured here: 4.7x at n = 3,000, both in place, eigenvalues only; see
@@ -68,3 +75,41 @@ def syevd_values_(A: np.ndarray) -> np.ndarray:
     if info != 0:
         raise RuntimeError(f"MKL ?syevd failed with info = {info}")
     return w
+
+
+# -- VSL random streams (mkl_vsl_defines.h) ------------------------------------------------
+VSL_BRNG_PHILOX4X32X10 = 16 << 20
+VSL_RNG_METHOD_GAUSSIAN_ICDF = 2
+VSL_RNG_METHOD_UNIFORMBITS32_STD = 0
+_VSL_READY = False
+
+
+def vsl() -> ctypes.CDLL | None:
+    """The MKL library with the VSL entry points typed, or None if MKL is not installed."""
+    global _VSL_READY
+    lib = load()
+    if lib is None or _VSL_READY:
+        return lib
+    vp, i32, u32p = ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_uint)
+    signatures = {
+        "vslNewStreamEx": [ctypes.POINTER(vp), i32, i32, u32p],
+        "vslDeleteStream": [ctypes.POINTER(vp)],
+        "vslGetStreamSize": [vp],
+        "vslSaveStreamM": [vp, ctypes.c_char_p],
+        "vslLoadStreamM": [ctypes.POINTER(vp), ctypes.c_char_p],
+        "vsRngGaussian": [i32, vp, i32, vp, ctypes.c_float, ctypes.c_float],
+        "vdRngGaussian": [i32, vp, i32, vp, ctypes.c_double, ctypes.c_double],
+        "viRngUniformBits32": [i32, vp, i32, vp],
+    }
+    for name, argtypes in signatures.items():
+        fn = getattr(lib, name)
+        fn.restype = ctypes.c_int
+        fn.argtypes = argtypes
+    _VSL_READY = True
+    return lib
+
+
+def vsl_check(status: int, what: str) -> None:
+    """Raise RuntimeError for a non-zero VSL status."""
+    if status != 0:
+        raise RuntimeError(f"MKL {what} failed with VSL status {status}")
