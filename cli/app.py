@@ -581,6 +581,9 @@ def report(
     title: Optional[str] = typer.Option(None, "--title", help="Page title [default: the name of --out]."),
     max_train_error: float = typer.Option(0.5, "--max-train-error", help="Correlation study: leave out models "
                                           "whose final training error is above this (they did not train)."),
+    archive: bool = typer.Option(False, "--archive", help="Also copy the small files the page is built from "
+                                 "(configs, metrics, spectra, flatness; no checkpoints or matrices) to OUT/runs, so "
+                                 "`landscape report OUT/runs --out OUT` can re-render it without the run directories."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ) -> None:
     """One self-contained HTML page (figures inlined, no external URL) from what the run directories hold."""
@@ -588,7 +591,8 @@ def report(
 
     def go():
         log = stderr_log(quiet)
-        path = build_report([str(p) for p in run_dirs], out, title=title, log=log, max_train_error=max_train_error)
+        path = build_report([str(p) for p in run_dirs], out, title=title, log=log, max_train_error=max_train_error,
+                            archive=archive)
         console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
     run_guarded(go)

@@ -431,7 +431,10 @@ def reproduce(config: ReproduceConfig, *, log: Callable[[str], None] = print, dr
     report_dirs = [str(p) for p in the_plan.report_dirs if p not in failed_runs and p.exists()]
     if not report_dirs:
         raise LandscapeError("Nothing to report: every step failed or was skipped (see the lines above).")
+    # full scale: keep the small inputs beside the page (OUT/runs), so the published report can be
+    # re-rendered, or extended with more runs, after the run directories are gone
     path = build_report(report_dirs, config.out_dir,
-                        title=f"landscape reproduce {config.target} ({config.scale})", log=log, extra=extra)
+                        title=f"landscape reproduce {config.target} ({config.scale})", log=log, extra=extra,
+                        archive=config.scale == "full")
     log(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
     return path

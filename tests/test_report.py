@@ -235,3 +235,29 @@ def test_table1_columns_select_each_seed_by_its_validation_error(run_dir, tmp_pa
     assert f"<td>{pct(0.1)} ± {pct(np.std([0.15, 0.05], ddof=1))}</td>" in row  # the final test errors
     # small-mnistfc is not in the paper's Table 1: no reference line; mnistfc would have one
     assert "The paper's Table 1" not in html and "mnistfc" in PAPER_TABLE1
+
+
+def test_an_archived_report_re_renders_without_its_run_directories(run_dir, tmp_path):
+    original = tmp_path / "tiny <i>adam"
+    shutil.copytree(run_dir, original)
+    out = tmp_path / "published"
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", str(original), "--out", str(out), "--archive", "-q"])
+    assert result.exit_code == 0, result.output
+    first = (out / "index.html").read_text(encoding="utf-8")
+    archived = sorted(str(p.relative_to(out / "runs")) for p in (out / "runs").rglob("*") if p.is_file())
+    assert archived == sorted(str(Path(original.name) / f) for f in (
+        "config.json", "metrics.jsonl", "flatness-local-energy.json", "spectrum-exact/spectrum.json",
+        "spectrum-exact/spectrum.npz", "spectrum-slq/spectrum.json", "spectrum-slq/spectrum.npz"))
+    assert (original / "checkpoint.pt").exists()  # the checkpoint stays behind
+    shutil.rmtree(original)
+    # from the archive alone, writing the archive it reads: the same page (but for the line naming its inputs)
+    build_report([str(out / "runs")], out, title=out.name, archive=True)
+    again = (out / "index.html").read_text(encoding="utf-8")
+
+    def body(html):
+        return [line for line in html.splitlines() if not line.startswith('<p class="meta">Generated')]
+
+    assert body(again) == body(first) and again != first
+    assert sorted(str(p.relative_to(out / "runs")) for p in (out / "runs").rglob("*") if p.is_file()) == archived
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left behind

@@ -28,6 +28,7 @@ from landscape.plots import (draw_correlation, draw_density, draw_diagonal, draw
                              draw_fig2_2d, draw_local_energy, draw_local_energy_groups, draw_ritz_values,
                              draw_training_curves, new_figure, svg_bytes)
 from landscape.report.collect import RunArtifacts, collect, finite_float, flatness_scalars, run_label
+from landscape.report.archive import archive_runs
 
 __all__ = ["PAPER_SPECTRA", "build_report", "render_report"]
 
@@ -503,13 +504,22 @@ def render_report(paths: Sequence[str | Path], *, title: str | None = None, log:
 
 def build_report(paths: Sequence[str | Path], out: str | Path, *, title: str | None = None,
                  log: Callable[[str], None] | None = None, extra: dict | None = None,
-                 max_train_error: float = 0.5) -> Path:
-    """Write ``out/index.html`` (atomically) from the runs under ``paths``; returns its path."""
+                 max_train_error: float = 0.5, archive: bool = False) -> Path:
+    """Write ``out/index.html`` (atomically) from the runs under ``paths``; returns its path.
+
+    ``archive``: also keep the files the page was built from in ``out/runs``
+    (:mod:`landscape.report.archive`), so it can be re-rendered without the run directories.
+    """
     if not paths:
         raise LandscapeError("Give at least one run directory to report on.")
     out = Path(out)
     html = render_report(paths, title=title or out.name, log=log, extra=extra, max_train_error=max_train_error)
     out.mkdir(parents=True, exist_ok=True)
+    if archive:
+        runs, figs = collect(paths)
+        folder = archive_runs([r.path for r in runs] + [f.path for f in figs], out)
+        if log is not None:
+            log(f"archived the inputs of {len(runs) + len(figs)} runs in {folder}")
     target = out / "index.html"
     write_text(target, html)
     return target
