@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+import pickle
 
 import numpy as np
 import pytest
@@ -89,6 +90,12 @@ def test_philox_state_survives_a_weights_only_checkpoint():
     assert torch.equal(other.normal_(torch.empty(1001)), expected)
     with pytest.raises(ValueError, match="not a saved MKL Philox stream"):
         other.set_state(torch.Generator().get_state())
+    # copies and pickles carry the position and own their stream
+    twin, thawed = copy.deepcopy(other), pickle.loads(pickle.dumps(other))
+    ahead = other.normal_(torch.empty(7))
+    assert torch.equal(twin.normal_(torch.empty(7)), ahead) and torch.equal(thawed.normal_(torch.empty(7)), ahead)
+    del twin, thawed
+    assert torch.isfinite(other.normal_(torch.empty(7))).all()
 
 
 def test_make_generator_resolves_the_kind():

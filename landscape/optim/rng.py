@@ -131,6 +131,15 @@ class PhiloxGenerator:
                        "viRngUniformBits32")
         return out.to(torch.int64) & 0xFFFFFFFF
 
+    # copies own their own stream (a copied pointer would be freed twice)
+    def __deepcopy__(self, memo: dict) -> PhiloxGenerator:
+        twin = PhiloxGenerator()
+        twin.set_state(self.get_state())
+        return twin
+
+    def __reduce__(self):
+        return (_philox_from_state, (self.get_state(),))
+
     def __del__(self) -> None:
         stream = getattr(self, "_stream", None)
         if stream is not None and stream.value:
@@ -138,6 +147,12 @@ class PhiloxGenerator:
 
     def __repr__(self) -> str:
         return f"PhiloxGenerator(device='cpu', kind='{self.kind}')"
+
+
+def _philox_from_state(state: Tensor) -> PhiloxGenerator:
+    generator = PhiloxGenerator()
+    generator.set_state(state)
+    return generator
 
 
 Generator = torch.Generator | PhiloxGenerator
