@@ -124,7 +124,11 @@ def test_kato_temple_bounds_hold_and_stop_earlier_than_residuals():
     by_value = lanczos(A, k=3, which="LA", tol=1e-10)
     by_residual = lanczos(A, k=3, which="LA", tol=1e-10, stop="residual")
     errors = np.abs(by_value.ritz_values - lam[-3:])
-    assert np.all(errors <= by_value.error_bounds + 1e-15 * lam.max())
+    # The bounds hold for the matrix as stored; forming A = Q diag(lam) Q^T in float64 moved its
+    # eigenvalues from lam by rounding, up to ~sqrt(n)*eps*||A|| (4.3e-14 at lambda = 40 was seen on
+    # one CPU). That floor is added; it is 1e-3 of the largest bound, so a wrong bound still fails.
+    rounding = 10 * np.sqrt(A.shape[0]) * np.finfo(np.float64).eps * np.abs(lam).max()
+    assert np.all(errors <= by_value.error_bounds + rounding)
     assert np.all(errors <= 1e-10 * np.abs(lam[-3:]))
     assert by_value.hvp_count < by_residual.hvp_count
     # the bound is much tighter than the residual it comes from
