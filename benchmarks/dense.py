@@ -37,6 +37,7 @@ from torch import nn
 from torch.func import functional_call, hessian
 
 from benchmarks.memory import reset_peak, status_kb
+from landscape._heap import bound_heap
 from landscape.curvature.dense import dense_hessian
 from landscape.curvature.operators import HessianOperator, make_batches
 from landscape.losses import cross_entropy
@@ -233,7 +234,9 @@ def case(name: str, model: nn.Module, n_samples: int, batch_size: int, *, conv: 
 
 def run(quick: bool = False) -> dict:
     n_samples = 256 if quick else 1000
-    return {"case": "dense", "cases": [case("mlp-805", mlp_net(1), n_samples, 256, quick=quick),
+    # every method in this process under the allocator setting landscape's dense builds use (see landscape._heap)
+    heap = "glibc mmap threshold fixed at 4 MiB" if bound_heap() else "allocator default"
+    return {"case": "dense", "heap": heap, "cases": [case("mlp-805", mlp_net(1), n_samples, 256, quick=quick),
                                        case("mlp-4780", mlp_net(), n_samples, 256, quick=quick),
                                        case("conv-5226", conv_net(), n_samples, 256, conv=True, quick=quick),
                                        case("mlp-19885", mlp_net(25), n_samples, 256, quick=quick)]}

@@ -1,5 +1,10 @@
 """Dense curvature matrices: exact against torch.func.hessian, resumable, and their exact spectra."""
 
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -350,3 +355,45 @@ def test_torch_backend_solves_a_memmap_within_its_bound(tmp_path):
     assert np.max(np.abs(s32.eigenvalues - lam)) <= s32.eigenvalue_abs_error_bound
     # "auto" never picks the torch path on the CPU
     assert exact_spectrum(H, backend="auto").extra["backend"] in ("mkl", "scipy")
+
+
+_HEAP_PROBE = """
+import os, sys
+import numpy as np
+from landscape._heap import bound_heap
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+if sys.argv[1] == "bound":
+    assert bound_heap()
+elif sys.argv[1] == "dense":  # a dense build sets it itself
+    import torch
+    from landscape.curvature.dense import dense_hessian
+    from landscape.curvature.operators import HessianOperator, make_batches
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)).double()
+    x = torch.randn(8, 3, dtype=torch.float64)
+    dense_hessian(HessianOperator(net, None, make_batches(x, torch.arange(8) % 2, 8)), progress=False)
+big = np.ones(24 * 2**20 // 8)  # mmapped, then freed: glibc's dynamic rule raises its threshold to 24 MiB
+del big
+base = rss()
+a = np.ones(12 * 2**20 // 8)  # 12 MiB, every page written
+del a
+print((rss() - base) / 2**20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="glibc's malloc on Linux")
+def test_dense_builds_bound_the_heap_so_freed_workspace_goes_back_to_the_kernel():
+    """After a freed 24 MiB block, glibc serves 12 MiB from its heap and keeps it once freed;
+    with the threshold fixed at 4 MiB (what dense builds set) it is mmapped and given back."""
+    def retained(mode):
+        out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, mode], capture_output=True, text=True, check=True,
+                             env={**os.environ, "LANDSCAPE_HEAP": ""})
+        return float(out.stdout.strip())
+
+    assert retained("default") >= 11.0
+    assert retained("bound") <= 1.0
+    assert retained("dense") <= 1.0
