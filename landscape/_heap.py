@@ -23,30 +23,30 @@ import os
 
 _M_MMAP_THRESHOLD = -3
 DEFAULT_THRESHOLD = 4 * 2**20
-_applied: int | None = None
+_MALLOPT: list = []  # [glibc's mallopt or None], looked up once (find_library may run ldconfig)
 
 
 def bound_heap(threshold: int = DEFAULT_THRESHOLD) -> bool:
     """Fix glibc's mmap threshold at ``threshold`` bytes for this process; True where it took effect.
 
-    Idempotent; a no-op (False) off glibc or with ``LANDSCAPE_HEAP=default``.
+    Cheap to call again; a no-op (False) off glibc or with ``LANDSCAPE_HEAP=default``.
     """
-    global _applied
-    if _applied == threshold:
-        return True
     if os.environ.get("LANDSCAPE_HEAP", "").lower() == "default":
         return False
+    if not _MALLOPT:
+        _MALLOPT.append(_find_mallopt())
+    mallopt = _MALLOPT[0]
+    return mallopt is not None and mallopt(_M_MMAP_THRESHOLD, int(threshold)) == 1
+
+
+def _find_mallopt():
     name = ctypes.util.find_library("c")
     if not name:
-        return False
+        return None
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError):
-        return False
+        return None
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    if mallopt(_M_MMAP_THRESHOLD, int(threshold)) != 1:
-        return False
-    _applied = threshold
-    return True
+    return mallopt
