@@ -333,3 +333,21 @@ def test_both_graph_forms_give_the_hessian(kind):
     # batch statistics in train mode couple the samples of a batch: never concatenated
     train = HessianOperator(model, cross_entropy, _batches(x, y), mode="train", check_determinism=False)
     assert train._graph_forms() == ["per-batch"]
+
+
+@pytest.mark.parametrize("kind", ["conv", "lstm"])
+def test_within_a_workspace_the_products_are_the_same_hessian(kind):
+    """within(1 byte): one-sample batches and one column per vmapped call, same dense matrix
+    (the |b|/N weights keep the mean); a train-mode operator is left as it is."""
+    model, x, y = _case(kind)
+    w0, logits = _flat(model)
+    reference = hessian(lambda v: cross_entropy(logits(v, x), y))(w0)
+    op = HessianOperator(model, cross_entropy, _batches(x, y))
+    small = op.within(1)
+    assert small is not op and [int(b[0].shape[0]) for b in small.batches] == [1] * N
+    assert small.BLOCK_BYTES == 1 and op.BLOCK_BYTES == HessianOperator.BLOCK_BYTES
+    torch.testing.assert_close(_dense(small), reference, rtol=1e-8, atol=1e-10)
+    assert small._vmap_chunk in (None, 1)
+    assert op.within(HessianOperator.BLOCK_BYTES) is op
+    train = HessianOperator(model, cross_entropy, _batches(x, y), mode="train")
+    assert train.within(1) is train

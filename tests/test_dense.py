@@ -333,6 +333,44 @@ def test_split_form_is_exact_with_small_work_blocks(monkeypatch):
     np.testing.assert_allclose(H, _reference(model, x, y), rtol=1e-9, atol=1e-13)
 
 
+def test_split_form_is_exact_within_a_tiny_workspace(tmp_path, monkeypatch):
+    """workspace=1 byte: one sample and one Jacobian row per vmapped call, the trunk operator
+    cut into one-sample batches, one column per block product; in memory (H[S, S] updated
+    in place) and memory-mapped (through the resumable accumulator): the same matrix."""
+    from landscape.curvature import dense_split
+
+    seen = {"chunks": [], "batches": []}
+    real_chunks, real_top = dense_split.rows_chunks, dense_split.trunk_operator
+
+    def chunks(*a, **kw):
+        seen["chunks"].append((real_chunks(*a, **kw), kw.get("direct")))
+        return seen["chunks"][-1][0]
+
+    def top(*a, **kw):
+        t = real_top(*a, **kw)
+        seen["batches"].append(sorted({int(x.shape[0]) for x, _ in t.batches}))
+        return t
+
+    monkeypatch.setattr(dense_split, "rows_chunks", chunks)
+    monkeypatch.setattr(dense_split, "trunk_operator", top)
+    model, x, y = _split_case(head_layers=2)
+    op = HessianOperator(model, None, make_batches(x, y, 5))
+    want = _reference(model, x, y)
+    in_memory = dense_hessian(op, block_size=4, progress=False, workspace=1)
+    mapped = np.array(dense_hessian(op, tmp_path, block_size=4, progress=False, workspace=1))
+    assert seen["chunks"] == [((1, 1), True), ((1, 1), False)]
+    assert seen["batches"] == [[1], [1]]
+    np.testing.assert_allclose(in_memory, want, rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(mapped, want, rtol=1e-9, atol=1e-13)
+    # the default budget leaves a problem this small whole
+    seen["chunks"].clear()
+    seen["batches"].clear()
+    dense_hessian(op, block_size=4, progress=False)
+    assert seen["chunks"] == [((128, 64), True)] and seen["batches"] == [[3, 5]]
+    with pytest.raises(LandscapeError, match="workspace"):
+        dense_hessian(op, block_size=4, progress=False, workspace=0)
+
+
 def _known_spectrum_matrix(n=200, seed=3):
     rng = np.random.default_rng(seed)
     lam = np.sort(np.concatenate([rng.normal(0, 1e-6, n - 20), np.geomspace(1e-2, 30, 20)]))
@@ -368,6 +406,17 @@ def rss():
 
 if sys.argv[1] == "bound":
     assert bound_heap()
+elif sys.argv[1] == "trim":  # small blocks below a live one: heap, not mmap, even with the bound
+    from landscape._heap import trim_heap
+    assert bound_heap()
+    blocks = [np.ones(2**20 // 8) for _ in range(48)]  # 48 x 1 MiB, under the 4 MiB threshold
+    pin = np.ones(4096)  # allocated above them: the heap's top cannot shrink past it
+    base = rss()
+    del blocks
+    freed = rss()
+    trim_heap()
+    print((freed - base) / 2**20, (rss() - base) / 2**20)
+    sys.exit()
 elif sys.argv[1] == "dense":  # a dense build sets it itself
     import torch
     from landscape.curvature.dense import dense_hessian
@@ -397,3 +446,15 @@ def test_dense_builds_bound_the_heap_so_freed_workspace_goes_back_to_the_kernel(
     assert retained("default") >= 11.0
     assert retained("bound") <= 1.0
     assert retained("dense") <= 1.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="glibc's malloc on Linux")
+def test_trim_heap_returns_freed_small_blocks_that_the_bound_keeps():
+    """Blocks under the mmap threshold come from the heap and stay resident when freed
+    below a live allocation; trim_heap (malloc_trim) gives their pages back."""
+    out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, "trim"], capture_output=True, text=True, check=True,
+                         env={**os.environ, "LANDSCAPE_HEAP": ""})
+    kept, trimmed = map(float, out.stdout.split())
+    assert kept >= -8.0  # free() kept (almost) all 48 MiB resident
+    assert trimmed <= kept - 40.0

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from landscape._heap import bound_heap
+from landscape._heap import bound_heap, trim_heap
 from landscape.curvature.base import LinearOperator, as_operator
 from landscape.errors import LandscapeError
 from landscape.io import write_json
@@ -87,6 +87,7 @@ def dense_hessian(
     ggn_chunk: int = 64,
     ggn_form: str = "auto",
     out: np.ndarray | None = None,
+    workspace: int | str | None = "auto",
 ) -> np.ndarray:
     """Build the dense symmetric matrix of operator ``A`` (any landscape operator).
 
@@ -108,9 +109,15 @@ def dense_hessian(
     (n, n) C-ordered array of the storage dtype to build into (zeroed first), e.g. one
     buffer reused across builds.
 
-    The build fixes glibc's mmap threshold at 4 MiB for the process
-    (:func:`landscape._heap.bound_heap`): with glibc's dynamic threshold the heap kept freed
-    temporaries, and one conv-net build's workspace varied between 0.59 and 1.65 GB.
+    ``workspace``: bytes the split form's temporaries may take (vmapped Jacobians of the
+    rows pass, psi-Hessian block products), ``"auto"`` = max(32 MiB, matrix / 8), so a
+    build stays near the matrix's own size (issue 6's target is 1.2x), or ``None`` for the
+    fixed caps (128 samples per Jacobian call, 256 MiB per block product). Smaller chunks
+    mean more, smaller vmapped calls: the build is a little slower (see benchmarks/README).
+
+    The build fixes glibc's mmap threshold at 4 MiB for the process and trims glibc's
+    arenas between phases (:mod:`landscape._heap`): with glibc's defaults the heap kept
+    freed temporaries, and one conv-net build's workspace varied between 0.59 and 1.65 GB.
     """
     from landscape.curvature import dense_ggn
 
@@ -131,6 +138,10 @@ def dense_hessian(
             "largest layer enters linearly, with float64 storage): use --dense-method hvp or auto."
         )
     block_size = max(1, min(int(block_size), n))
+    if workspace == "auto":
+        workspace = max(32 * 2**20, n * n * storage.itemsize // 8)
+    elif workspace is not None and (isinstance(workspace, str) or int(workspace) <= 0):
+        raise LandscapeError(f"workspace must be 'auto', None or a positive number of bytes, got {workspace!r}.")
     kron = split = None
     if fast is None:
         columns = np.arange(n)
@@ -217,7 +228,8 @@ def dense_hessian(
             bar.update(task, advance=1)
         if fast is not None:
             group, names = fast
-            if split is not None and not _split_phases(H, op, split, state, commit, budget, bar, task, block_size):
+            if split is not None and not _split_phases(H, op, split, state, commit, budget, bar, task, block_size,
+                                                       workspace):
                 return H
             if state["ggn_in_progress"] and kron is None:
                 # A kill inside a BLAS update leaves the block half-updated: redo the phase.
@@ -258,22 +270,28 @@ def dense_hessian(
                                                    start_chunk=int(state["ggn_chunks_done"]), on_chunk=on_chunk)
                 except _Pause:
                     return H
+                trim_heap()
             if int(state["ggn_chunks_done"]) < ggn_total:
                 return H
             if not state["finalized"]:
                 _mirror_block_rows(H, group, within=kron is None)
                 if storage == np.float64:
-                    state["check_rel_error"] = check_against_products(H, op)
+                    state["check_rel_error"] = check_against_products(H, op, workspace=workspace)
                 state["finalized"] = True
                 commit()
     return H
 
 
 def check_against_products(H: np.ndarray, op: LinearOperator, *, count: int = 2, seed: int = 0,
-                           tol: float = 1e-8) -> float:
+                           tol: float = 1e-8, workspace: int | None = None) -> float:
     """Max relative difference between ``H @ v`` and the operator's own products, for
     ``count`` random vectors; raises if it exceeds ``tol`` (a structured build whose
-    assumptions failed must not reach the eigensolver)."""
+    assumptions failed must not reach the eigensolver). ``workspace`` bounds the
+    products' memory (:meth:`HessianOperator.within`)."""
+    from landscape.curvature.operators import HessianOperator
+
+    if workspace is not None and isinstance(op, HessianOperator):
+        op = op.within(workspace)
     g = torch.Generator().manual_seed(seed)
     V = torch.randn(op.shape[0], count, generator=g, dtype=torch.float64)
     want = op.matmat(V.to(op.device, op.dtype)).detach().cpu().double().numpy()
@@ -298,7 +316,8 @@ def _split_units(op, split, block_size: int) -> int:
     return math.ceil(sum(sizes[n] for n in dense_split.trunk_columns(split)) / block_size) + 1
 
 
-def _split_phases(H, op, split, state: dict, commit, budget: list, bar, task, block_size: int) -> bool:
+def _split_phases(H, op, split, state: dict, commit, budget: list, bar, task, block_size: int,
+                  workspace: int | None = None) -> bool:
     """Rows S = trunk + head of H (see landscape.curvature.dense_split); True when done.
 
     Stages, recorded in ``state``: the psi-Hessian columns of the trunk (blocks, each
@@ -326,9 +345,10 @@ def _split_phases(H, op, split, state: dict, commit, budget: list, bar, task, bl
     cols = dense_split.trunk_columns(split)
     t0 = time.perf_counter()
     w = dense_split.psi_weights(op, split)
-    top = dense_split.trunk_operator(op, split, w, split.trunk)
+    top = dense_split.trunk_operator(op, split, w, split.trunk, workspace=workspace)
     if "split_psi_vanishes" not in state:
         state["split_psi_vanishes"] = dense_split.psi_block_vanishes(top, split)
+        trim_heap()
     if not state["split_psi_vanishes"]:
         cols = list(split.trunk)
     offsets = dict(zip(top.names, np.cumsum([0] + top.sizes[:-1])))
@@ -348,6 +368,8 @@ def _split_phases(H, op, split, state: dict, commit, budget: list, bar, task, bl
         R = top.matmat(E).detach().cpu().double().numpy()  # psi-Hessian columns idx (all trunk rows)
         H[t_rows, base + idx] = R
         H[base + idx, t_rows] = R.T
+        del R
+        trim_heap()  # the vmapped product freed many sub-4-MiB tensors (see landscape._heap)
         state["psi_product_count"] = int(state.get("psi_product_count", 0)) + len(idx)
         state["build_s"] = float(state["build_s"]) + time.perf_counter() - t1
         state["split_units_done"] = b + 1
@@ -369,7 +391,10 @@ def _split_phases(H, op, split, state: dict, commit, budget: list, bar, task, bl
     def rows_progress(done: int, total: int) -> None:
         bar.update(rows_task, completed=done, total=total)
 
-    dense_split.build_rows_(H, op, split, before_adding=adding, progress=rows_progress)
+    # an in-memory build cannot resume: its rows pass may add into H[S, S] as it goes
+    dense_split.build_rows_(H, op, split, before_adding=adding, progress=rows_progress, workspace=workspace,
+                            direct=not isinstance(H, np.memmap))
+    trim_heap()
     bar.remove_task(rows_task)
     state["split_rows"] = "done"
     state["split_units_done"] = nblocks + 1

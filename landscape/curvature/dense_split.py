@@ -158,14 +158,22 @@ def _linear_in_f(f: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return (f * w).sum(dim=1).mean()
 
 
-def trunk_operator(op: HessianOperator, split: Split, w_batches: list[torch.Tensor], params: list[str]):
-    """Hessian operator of psi(t) over the trunk parameters ``params`` (others fixed)."""
+def trunk_operator(op: HessianOperator, split: Split, w_batches: list[torch.Tensor], params: list[str], *,
+                   workspace: int | None = None):
+    """Hessian operator of psi(t) over the trunk parameters ``params`` (others fixed).
+
+    With ``workspace`` (bytes) its vmapped block products are bounded by that instead of
+    ``HessianOperator.BLOCK_BYTES`` (:meth:`HessianOperator.within`: batches cut into
+    sub-batches small enough for one column; psi is a per-sample mean and the trunk
+    runs in eval mode, so the products are the same).
+    """
     model = copy.deepcopy(op.module)
     module = model.get_submodule(split.prefix)
     wrapper = _TrunkOutput(model, module)
     batches = [(x, w) for (x, _), w in zip(op.batches, w_batches)]
-    return HessianOperator(wrapper, _linear_in_f, batches, dtype=op.dtype, params=[f"model.{n}" for n in params],
-                           device=op.device, check_determinism=False)
+    top = HessianOperator(wrapper, _linear_in_f, batches, dtype=op.dtype, params=[f"model.{n}" for n in params],
+                          device=op.device, check_determinism=False)
+    return top if workspace is None else top.within(workspace)
 
 
 def _residual_vector(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -254,8 +262,43 @@ def _sample_chunks(op: HessianOperator, size: int):
     return [(x[i : i + size], y[i : i + size]) for x, y in op.batches for i in range(0, x.shape[0], size)]
 
 
+def rows_chunks(op: HessianOperator, split: Split, workspace: int | None, *, sample_chunk: int = 128,
+                jac_chunk: int = 64, k_block: int = 16, direct: bool = False) -> tuple[int, int]:
+    """(samples, Jacobian rows) per vmapped call of :func:`build_rows_`, within ``workspace`` bytes.
+
+    Estimated per sample: the trunk's graph g (measured on 8 samples), a cotangent pair
+    (2 g) and a parameter-gradient row (8 |t| bytes) per Jacobian row of the chunk, and
+    the pass's per-sample products (P, A_S, E; K in the second pass). The sums over
+    samples (the |S| x |S| accumulator, 8 |S|^2 bytes unless ``direct``, and the K
+    accumulator) are fixed costs.
+    ``workspace=None`` keeps the caps ``sample_chunk`` and ``jac_chunk``.
+    """
+    if workspace is None:
+        return sample_chunk, jac_chunk
+    nt, nh = len(split.trunk_index), len(split.head_index)
+    ns = nt + nh
+    out = split.module.out_features
+    x, y = op.batches[0]
+    k = min(8, x.shape[0])
+    g = max(1.0, op._batch_graph_bytes(x[:k], y[:k]) / k)
+    C = int(op.logits(op.params, x[:1]).shape[-1])
+    fixed = 8 * ((0 if direct else ns * ns) + k_block * nt * out + nt * nh)
+    room = max(float(workspace) - fixed, float(workspace) / 4)
+
+    def per_sample(jc: int) -> float:
+        first = g + min(jc, out) * (2 * g + 8 * nt) + 8 * (2 * out * nt + 2 * C * ns + ns * out)
+        second = g + min(jc, k_block) * (2 * g + 8 * nt) + 8 * 2 * k_block * nt
+        return max(first, second)
+
+    jc = jac_chunk
+    while jc > 1 and per_sample(jc) > room:
+        jc //= 2
+    return int(max(1, min(sample_chunk, room // per_sample(jc)))), jc
+
+
 def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chunk: int = 128, k_block: int = 16,
-                jac_chunk: int = 64, row_block: int = 1024, progress=None, before_adding=None) -> None:
+                jac_chunk: int = 64, row_block: int = 1024, progress=None, before_adding=None,
+                workspace: int | None = None, direct: bool = False) -> None:
     """Add G[S, :] + R[S, :] - R[t, t] into the rows S = trunk + head of ``H``.
 
     On entry rows S hold R[t, t] in their trunk columns and zeros elsewhere. Two passes
@@ -263,8 +306,17 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
     Jacobian rows A_S (J_i[:, t] = M_i P_i), G[S, :], R[h, L] and R[t, h] = mean P^T T;
     (2) per block of L's inputs, K_i[block] = df_i[block]/dt (one VJP per input and
     sample, the dominant cost) for R[t, L]. ``progress(done, total)`` is called as
-    work units finish.
+    work units finish. ``workspace`` (bytes) bounds the samples and Jacobian rows per
+    vmapped call (:func:`rows_chunks`; ``sample_chunk`` and ``jac_chunk`` stay the caps).
+
+    ``direct`` (CPU only): G[S, S] and the head terms go straight into H[S, S] instead of
+    an |S| x |S| accumulator added at the end (36 MB beside the conv benchmark's 208 MB
+    matrix). Only for builds that cannot resume: a kill then leaves H[S, S] half-updated,
+    with no "adding" stage to detect it.
     """
+    direct = direct and op.device.type == "cpu"
+    sample_chunk, jac_chunk = rows_chunks(op, split, workspace, sample_chunk=sample_chunk, jac_chunk=jac_chunk,
+                                          k_block=k_block, direct=direct)
     S = np.concatenate([split.trunk_index, split.head_index])
     nt, nh = len(split.trunk_index), len(split.head_index)
     lo, hi = split.L.start, split.L.stop
@@ -279,7 +331,13 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
     total = len(chunks) * (1 + len(k_blocks))  # progress units
     done = 0
     dev = op.device
-    SS = torch.zeros(len(S), len(S), dtype=torch.float64, device=dev)
+    if direct:  # the four blocks of H[S, S] (trunk and head are contiguous runs)
+        tr, hr = split.trunk_rows, split.head_rows
+        SS = None
+        blocks = [(Ht[tr, tr], slice(0, nt), slice(0, nt)), (Ht[tr, hr], slice(0, nt), slice(nt, nt + nh)),
+                  (Ht[hr, tr], slice(nt, nt + nh), slice(0, nt)), (Ht[hr, hr], slice(nt, nt + nh), slice(nt, nt + nh))]
+    else:
+        SS = torch.zeros(len(S), len(S), dtype=torch.float64, device=dev)
     if dev.type == "cpu":  # H[S, L] is accumulated in place (|S| x n_L: 2.2 GB for small-lenet)
         SL_t, SL_h = Ht[split.trunk_rows, lo:hi], Ht[split.head_rows, lo:hi]
     else:  # on an accelerator: accumulated there, copied once
@@ -303,7 +361,12 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
             A_S = Bt @ torch.cat([M @ P, J_head], dim=2)  # (B, C, |S|): B_i^T J_i[:, S]
             Q = Bt @ M  # (B, C, out): A_i[:, L] = Q_i (x) f^_i
             a_s = A_S.reshape(B * C, -1)
-            SS.addmm_(a_s.T, a_s, alpha=scale)
+            if direct:
+                for view, ra, rb in blocks:
+                    if view.numel():
+                        view.addmm_(a_s[:, ra].T, a_s[:, rb], alpha=scale)
+            else:
+                SS.addmm_(a_s.T, a_s, alpha=scale)
             # G[S, (j, k)] = sum_i E_i[s, j] f^_ik with E_i = A_S,i^T Q_i: C times fewer flops than A_S^T A_L
             E = torch.einsum("bcs,bcj->bsj", A_S, Q)  # (B, |S|, out)
             for rows, target, s0 in ((slice(0, nt), SL_t, 0), (slice(nt, nt + nh), SL_h, nt)):
@@ -348,9 +411,17 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
             SL_t[:, :nw].view(nt, out, fan_in)[:, :, kb] += acc.permute(1, 2, 0)
             del acc
         if nh:
-            SS[:nt, nt:] += RTH
-            SS[nt:, :nt] += RTH.T
-            SS[nt:, nt:] += head_residual(fn, torch.cat(us), torch.cat(rs), chunks[0][0][:1])
+            hh = head_residual(fn, torch.cat(us), torch.cat(rs), chunks[0][0][:1])
+            if direct:
+                Ht[tr, hr] += RTH
+                Ht[hr, tr] += RTH.T
+                Ht[hr, hr] += hh
+            else:
+                SS[:nt, nt:] += RTH
+                SS[nt:, :nt] += RTH.T
+                SS[nt:, nt:] += hh
+    if direct:
+        return
     if dev.type != "cpu":
         Ht[split.trunk_rows, lo:hi] += SL_t.cpu()
         Ht[split.head_rows, lo:hi] += SL_h.cpu()

@@ -41,6 +41,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.overrides import TorchFunctionMode
 
+from landscape._heap import trim_heap
 from landscape.curvature.base import LinearOperator
 from landscape.device import analysis_context
 from landscape.errors import LandscapeError
@@ -276,6 +277,9 @@ class HessianOperator(ModelOperator):
     # vmapped block products: estimated bytes per column = this x the batch's graph; kept under BLOCK_BYTES
     VMAP_BYTES_PER_GRAPH = 3
     BLOCK_BYTES = 256 * 2**20
+    # trim glibc's arenas after each column of a "retain" block (set by within(): each
+    # second backward left ~2-4 MB of freed sub-4-MiB blocks resident, see landscape._heap)
+    _trim_columns = False
     SINGLE_METHODS = ("reverse-over-forward", "reverse-over-reverse", "forward-over-reverse")
     BLOCK_METHODS = ("vmap", "retain")
 
@@ -312,6 +316,37 @@ class HessianOperator(ModelOperator):
         if self.cache_graph:
             # built after the determinism check, which must see two independent passes
             self._build_graph()
+
+    def within(self, workspace: int) -> HessianOperator:
+        """This Hessian with its vmapped block products kept under ``workspace`` bytes.
+
+        Lowers ``BLOCK_BYTES`` to ``workspace`` and, where one column of a batch would
+        not fit (about ``VMAP_BYTES_PER_GRAPH`` x the batch's graph, measured on 8
+        samples), cuts the batches into sub-batches that do: the mean loss is the same
+        sum of |b|/N-weighted batch means, so every product is too (to rounding). Only in
+        eval mode (batch statistics tie a train-mode batch's samples together) and
+        without a kept graph; otherwise, or where ``BLOCK_BYTES`` is already that small,
+        it is returned unchanged. Its "retain" blocks give glibc's free pages back after
+        each column (:func:`landscape._heap.trim_heap`: the freed temporaries of 64 second
+        backward passes through a conv net otherwise stayed resident, ~250 MB).
+        The new operator shares this one's model copy; its
+        block scheme is picked afresh.
+        """
+        workspace = int(workspace)
+        if self.mode != "eval" or self.cache_graph or self._graph is not None or self.BLOCK_BYTES <= workspace:
+            return self
+        x0, y0 = self.batches[0]
+        k = min(8, int(x0.shape[0]))
+        per_sample = max(1.0, self._batch_graph_bytes(x0[:k], y0[:k]) / k)
+        rows = max(1, int(workspace // (self.VMAP_BYTES_PER_GRAPH * per_sample)))
+        new = copy.copy(self)  # shares the model copy and parameters (products only read them)
+        new.batches = [(x[i : i + rows], y[i : i + rows]) for x, y in self.batches
+                       for i in range(0, x.shape[0], rows)]
+        new.weights = [x.shape[0] / self.num_samples for x, _ in new.batches]
+        new.BLOCK_BYTES = workspace
+        new._trim_columns = True
+        new.block_method, new._vmap_chunk = None, None  # picked afresh for the smaller batches
+        return new
 
     def _graph_forms(self) -> list[str]:
         forms = ["per-batch"]
@@ -533,9 +568,13 @@ class HessianOperator(ModelOperator):
         k = V.shape[1]
         cached = graph is not None  # the operator's kept graph: never freed by a product
         graph = self._first_backward(x, y) if graph is None else graph
-        cols = [self._second_backward(graph, self.unflatten(V[:, j]), retain_graph=cached or j < k - 1)
-                for j in range(k)]
-        return torch.stack([self._flat(c) for c in cols], dim=1)
+        cols = []
+        for j in range(k):
+            col = self._second_backward(graph, self.unflatten(V[:, j]), retain_graph=cached or j < k - 1)
+            cols.append(self._flat(col))
+            if self._trim_columns:
+                trim_heap()
+        return torch.stack(cols, dim=1)
 
     def _block(self, method: str, x, y, V: torch.Tensor) -> torch.Tensor:
         return self._vmap_jvp_of_grad(x, y, V) if method == "vmap" else self._retain(x, y, V)
