@@ -37,7 +37,7 @@ from torch import nn
 from torch.func import functional_call, hessian
 
 from benchmarks.memory import reset_peak, status_kb
-from landscape._heap import bound_heap
+from landscape._heap import bound_heap, trim_heap
 from landscape.curvature.dense import dense_hessian
 from landscape.curvature.operators import HessianOperator, make_batches
 from landscape.losses import cross_entropy
@@ -122,6 +122,7 @@ def _timed(fn, label: str = "", peak: list | None = None):
     (VmHWM after minus VmRSS before), or None where /proc cannot say.
     """
     gc.collect()
+    trim_heap()  # what earlier builds freed is not counted against this one
     if label:
         print(f"[dense] {label} ...", flush=True)
     base = status_kb("VmRSS") if peak is not None and reset_peak() else None
@@ -193,7 +194,17 @@ def case(name: str, model: nn.Module, n_samples: int, batch_size: int, *, conv: 
             naive_times.append(_timed(lambda: naive(model, x, y, out=buf_naive))[1])
             fresh = HessianOperator(model, None, make_batches(x, y, batch_size))  # its timed choices made afresh
             auto_times.append(_timed(lambda: dense_hessian(fresh, progress=False, method="auto", out=buf_auto))[1])
+    # the same build without the workspace budget (the fixed caps of 2026-12-05): time and memory it buys
+    open_peak = []
+    fresh = HessianOperator(model, None, make_batches(x, y, batch_size))
+    _, result["landscape_unbudgeted_s"] = _timed(
+        lambda: dense_hessian(fresh, progress=False, method="auto", out=buf_other, workspace=None),
+        f"{name} landscape auto without a workspace budget", open_peak)
+    got = open_peak[0]
+    result["landscape_unbudgeted_workspace_mb"] = None if got is None else got / 2**20
+    result["landscape_unbudgeted_peak_vs_matrix"] = None if got is None else 1.0 + got / matrix_bytes
     result["naive_s"], result["landscape_auto_s"] = float(np.median(naive_times)), float(np.median(auto_times))
+    result["budget_time_ratio"] = result["landscape_auto_s"] / result["landscape_unbudgeted_s"]
     result["naive_times_s"], result["landscape_auto_times_s"] = naive_times, auto_times
     scale = np.abs(H_naive).max()
     result["auto_vs_naive_max_rel"] = float(np.abs(H_auto - H_naive).max() / scale)
@@ -245,8 +256,8 @@ def run(quick: bool = False) -> dict:
 def table(result: dict) -> str:
     lines = ["| model | n | N | naive | torch.func.hessian | landscape (auto) | syrk form | kron form | hvp only | "
              "speed-up vs naive (target >= 3) | vs func.hessian | max rel. diff | peak memory / matrix (target <= 1.2) | "
-             "eigensolve share |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "eigensolve share | without the workspace budget: time, peak / matrix |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def secs(value):
         return f"{value:.1f} s" if value else "-"
@@ -255,6 +266,12 @@ def table(result: dict) -> str:
         value = c.get(f"{label}_peak_vs_matrix")
         return f"{value:.2f}" if value is not None else "-"
 
+    def budget(c):
+        if c.get("landscape_unbudgeted_s") is None:
+            return "-"
+        return (f"{c['landscape_unbudgeted_s']:.1f} s ({c['budget_time_ratio']:.2f}x with it), "
+                f"{ratio(c, 'landscape_unbudgeted')}")
+
     for c in result["cases"]:
         func = f"{c['func_hessian_s']:.1f} s" if c["func_hessian_s"] else f"skipped (~{c['func_hessian_estimated_gb']:.0f} GB)"
         vs_func = f"{c['speedup_vs_func_hessian']:.1f}x" if c.get("speedup_vs_func_hessian") else "-"
@@ -262,11 +279,12 @@ def table(result: dict) -> str:
             f"| {c['model']} | {c['n_params']} | {c['samples']} | {c['naive_s']:.1f} s | {func} | {c['landscape_auto_s']:.1f} s | "
             f"{secs(c.get('landscape_syrk_s'))} | {secs(c.get('landscape_kron_s'))} | {secs(c.get('landscape_hvp_s'))} | "
             f"{c['speedup_vs_naive']:.1f}x | {vs_func} | {c['auto_vs_naive_max_rel']:.1e} | {ratio(c, 'landscape_auto')} "
-            f"(naive {ratio(c, 'naive')}) | {c['eigensolve_share_of_landscape']:.0%} |"
+            f"(naive {ratio(c, 'naive')}) | {c['eigensolve_share_of_landscape']:.0%} | {budget(c)} |"
         )
     lines += ["", "naive and landscape (auto): medians of three alternating runs where the naive loop takes under "
               f"{CHEAP_S:.0f} s (the MLP), one run each otherwise. Every build writes into an n x n buffer "
               "allocated and written once before the timings (on this VM the first write to fresh memory costs about "
               "2.6 s per GB, whichever method meets it). Peak memory: (matrix + what the first build added to the "
-              "process's peak resident set) / matrix."]
+              "process's peak resident set) / matrix. The build's workspace budget (`dense_hessian(workspace=...)`, "
+              "default max(32 MiB, matrix / 8)) is compared with the same build without it, timed once."]
     return "\n".join(lines)
