@@ -99,7 +99,8 @@ def residual_vanishes_on(op: HessianOperator, group: slice, names: list[str], *,
 
     On the first 32 samples: the residual of a layer inside a piecewise-linear net
     vanishes for every sample, and a smooth one shows on any; the per-sample Jacobians of
-    a whole batch cost a quarter of a small MLP's build.
+    a whole batch cost a quarter of a small MLP's build. Their rows are formed 8 samples
+    at a time (32 at once took 32 MB beside the 4,780-parameter MLP's 174 MB matrix).
     """
     if op.loss_fn is not cross_entropy or op.dtype != torch.float64:
         return False
@@ -112,8 +113,11 @@ def residual_vanishes_on(op: HessianOperator, group: slice, names: list[str], *,
     V = torch.zeros(op.shape[0], 2, dtype=op.dtype, device=op.device)
     V[group] = torch.randn(m, 2, generator=g, dtype=torch.float64).to(op.device)
     hv = op._batch_matmat(0, x, y, V)[group]
-    rows = ggn_rows(op, x, names)
-    gv = rows.T @ (rows @ V[group]) / x.shape[0]
+    gv = torch.zeros_like(hv)
+    for i in range(0, x.shape[0], 8):  # 8 samples' Jacobian rows at a time: 3x (8 C m) doubles, not 3x (32 C m)
+        rows = ggn_rows(op, x[i : i + 8], names)
+        gv += rows.T @ (rows @ V[group])
+    gv /= x.shape[0]
     scale = float(hv.abs().max())
     if scale == 0:
         return False

@@ -280,6 +280,10 @@ class HessianOperator(ModelOperator):
     # trim glibc's arenas after each column of a "retain" block (set by within(): each
     # second backward left ~2-4 MB of freed sub-4-MiB blocks resident, see landscape._heap)
     _trim_columns = False
+    # within(): a sub-batch's graph times this must fit the workspace. A "retain" column's
+    # second backward through float64 convolutions (CPU reference kernels, im2col buffers)
+    # took 7-10x the graph of its batch on the benchmark conv net, more than a vmapped one.
+    WITHIN_BYTES_PER_GRAPH = 8
     SINGLE_METHODS = ("reverse-over-forward", "reverse-over-reverse", "forward-over-reverse")
     BLOCK_METHODS = ("vmap", "retain")
 
@@ -321,7 +325,7 @@ class HessianOperator(ModelOperator):
         """This Hessian with its vmapped block products kept under ``workspace`` bytes.
 
         Lowers ``BLOCK_BYTES`` to ``workspace`` and, where one column of a batch would
-        not fit (about ``VMAP_BYTES_PER_GRAPH`` x the batch's graph, measured on 8
+        not fit (about ``WITHIN_BYTES_PER_GRAPH`` x the batch's graph, measured on 8
         samples), cuts the batches into sub-batches that do: the mean loss is the same
         sum of |b|/N-weighted batch means, so every product is too (to rounding). Only in
         eval mode (batch statistics tie a train-mode batch's samples together) and
@@ -338,7 +342,7 @@ class HessianOperator(ModelOperator):
         x0, y0 = self.batches[0]
         k = min(8, int(x0.shape[0]))
         per_sample = max(1.0, self._batch_graph_bytes(x0[:k], y0[:k]) / k)
-        rows = max(1, int(workspace // (self.VMAP_BYTES_PER_GRAPH * per_sample)))
+        rows = max(1, int(workspace // (self.WITHIN_BYTES_PER_GRAPH * per_sample)))
         new = copy.copy(self)  # shares the model copy and parameters (products only read them)
         new.batches = [(x[i : i + rows], y[i : i + rows]) for x, y in self.batches
                        for i in range(0, x.shape[0], rows)]
