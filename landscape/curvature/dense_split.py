@@ -285,10 +285,8 @@ def rows_chunks(op: HessianOperator, split: Split, workspace: int | None, *, sam
     nt, nh = len(split.trunk_index), len(split.head_index)
     ns = nt + nh
     out = split.module.out_features
-    x, y = op.batches[0]
-    k = min(8, x.shape[0])
-    g = max(1.0, op._batch_graph_bytes(x[:k], y[:k]) / k)
-    C = int(op.logits(op.params, x[:1]).shape[-1])
+    g = op.graph_bytes_per_sample()
+    C = int(op.logits(op.params, op.batches[0][0][:1]).shape[-1])
     fixed = 8 * ((0 if direct else ns * ns) + k_block * nt * out + nt * nh)
     room = max(float(workspace) - fixed, float(workspace) / 4)
 

@@ -339,10 +339,7 @@ class HessianOperator(ModelOperator):
         workspace = int(workspace)
         if self.mode != "eval" or self.cache_graph or self._graph is not None or self.BLOCK_BYTES <= workspace:
             return self
-        x0, y0 = self.batches[0]
-        k = min(8, int(x0.shape[0]))
-        per_sample = max(1.0, self._batch_graph_bytes(x0[:k], y0[:k]) / k)
-        rows = max(1, int(workspace // (self.WITHIN_BYTES_PER_GRAPH * per_sample)))
+        rows = max(1, int(workspace // (self.WITHIN_BYTES_PER_GRAPH * self.graph_bytes_per_sample())))
         new = copy.copy(self)  # shares the model copy and parameters (products only read them)
         new.batches = [(x[i : i + rows], y[i : i + rows]) for x, y in self.batches
                        for i in range(0, x.shape[0], rows)]
@@ -633,6 +630,12 @@ class HessianOperator(ModelOperator):
         """Bytes saved for backward beyond what the operator holds anyway (parameters, inputs)."""
         own = {t.untyped_storage().data_ptr() for t in [*self.params.values(), *(x for x, _ in self.batches)]}
         return sum(b for ptr, b in held.items() if ptr not in own) + sum(g.numel() * g.element_size() for g in grads)
+
+    def graph_bytes_per_sample(self, k: int = 8) -> float:
+        """Bytes the first-backward graph saves per sample, measured on the first ``k`` samples."""
+        x, y = self.batches[0]
+        k = min(k, int(x.shape[0]))
+        return max(1.0, self._batch_graph_bytes(x[:k], y[:k]) / k)
 
     def _batch_graph_bytes(self, x, y) -> int:
         """Bytes the first-backward graph of one batch saves (one forward and backward pass)."""
