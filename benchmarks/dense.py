@@ -286,5 +286,5 @@ def table(result: dict) -> str:
               "allocated and written once before the timings (on this VM the first write to fresh memory costs about "
               "2.6 s per GB, whichever method meets it). Peak memory: (matrix + what the first build added to the "
               "process's peak resident set) / matrix. The build's workspace budget (`dense_hessian(workspace=...)`, "
-              "default max(32 MiB, matrix / 8)) is compared with the same build without it, timed once."]
+              "default max(16 MiB, matrix / 12)) is compared with the same build without it, timed once."]
     return "\n".join(lines)

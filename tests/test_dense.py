@@ -339,8 +339,19 @@ def test_split_form_is_exact_within_a_tiny_workspace(tmp_path, monkeypatch):
     in place) and memory-mapped (through the resumable accumulator): the same matrix."""
     from landscape.curvature import dense_split
 
-    seen = {"chunks": [], "batches": []}
+    from landscape.curvature import dense_ggn
+
+    seen = {"chunks": [], "batches": [], "factors": [], "head": []}
     real_chunks, real_top = dense_split.rows_chunks, dense_split.trunk_operator
+    real_factors, real_head = dense_ggn.kron_factors, dense_split.head_residual
+
+    def factors(op_, x_, module):
+        seen["factors"].append(int(x_.shape[0]))
+        return real_factors(op_, x_, module)
+
+    def head(*a, **kw):
+        seen["head"].append(kw.get("workspace"))
+        return real_head(*a, **kw)
 
     def chunks(*a, **kw):
         seen["chunks"].append((real_chunks(*a, **kw), kw.get("direct")))
@@ -353,6 +364,8 @@ def test_split_form_is_exact_within_a_tiny_workspace(tmp_path, monkeypatch):
 
     monkeypatch.setattr(dense_split, "rows_chunks", chunks)
     monkeypatch.setattr(dense_split, "trunk_operator", top)
+    monkeypatch.setattr(dense_ggn, "kron_factors", factors)
+    monkeypatch.setattr(dense_split, "head_residual", head)
     model, x, y = _split_case(head_layers=2)
     op = HessianOperator(model, None, make_batches(x, y, 5))
     want = _reference(model, x, y)
@@ -360,13 +373,16 @@ def test_split_form_is_exact_within_a_tiny_workspace(tmp_path, monkeypatch):
     mapped = np.array(dense_hessian(op, tmp_path, block_size=4, progress=False, workspace=1))
     assert seen["chunks"] == [((1, 1), True), ((1, 1), False)]
     assert seen["batches"] == [[1], [1]]
+    # the Kronecker block's factors one sample at a time, the head's residual in chunks
+    assert seen["factors"] == [1] * 26 and seen["head"] == [1, 1]
     np.testing.assert_allclose(in_memory, want, rtol=1e-9, atol=1e-13)
     np.testing.assert_allclose(mapped, want, rtol=1e-9, atol=1e-13)
     # the default budget leaves a problem this small whole
-    seen["chunks"].clear()
-    seen["batches"].clear()
+    for v in seen.values():
+        v.clear()
     dense_hessian(op, block_size=4, progress=False)
     assert seen["chunks"] == [((128, 64), True)] and seen["batches"] == [[3, 5]]
+    assert seen["factors"] == [5, 5, 3]
     with pytest.raises(LandscapeError, match="workspace"):
         dense_hessian(op, block_size=4, progress=False, workspace=0)
 
@@ -446,6 +462,34 @@ def test_dense_builds_bound_the_heap_so_freed_workspace_goes_back_to_the_kernel(
     assert retained("default") >= 11.0
     assert retained("bound") <= 1.0
     assert retained("dense") <= 1.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/statm")
+def test_trimmer_trims_only_past_its_slack():
+    """A Trimmer reads the resident set and trims only once it passed the last level by the slack."""
+    from landscape._heap import Trimmer, resident_bytes
+
+    rss = resident_bytes()
+    assert rss is not None and 10 * 2**20 < rss < 2**40  # this interpreter with torch loaded
+    lazy = Trimmer(2**40)
+    assert [lazy(), lazy()] == [False, False] and lazy.trims == 0
+    block = np.ones(2**20)  # 8 MB resident now: past a level taken before it
+    eager = Trimmer(0)
+    eager.level -= 8 * 2**20 + 1
+    assert eager() and eager.trims == 1
+    assert abs(eager.level - resident_bytes()) < 4 * 2**20  # the new level is what stayed resident
+    del block
+
+
+def test_planning_the_fast_path_leaves_the_operator_s_block_scheme_unpicked():
+    """The residual check's products on 8 samples must not fix the block scheme (and its
+    memory-bounded column chunk) that the operator's own 5-sample batches will use."""
+    from landscape.curvature import dense_ggn
+
+    model, x, y = _split_case(head_layers=2)
+    op = HessianOperator(model, None, make_batches(x, y, 5))
+    assert dense_ggn.plan(op) is not None
+    assert op.block_method is None and op._vmap_chunk is None
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",

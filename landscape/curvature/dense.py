@@ -34,6 +34,11 @@ from landscape.progress import make_progress
 
 MATRIX_FILE = "hessian.bin"
 STATE_FILE = "hessian.json"
+# workspace="auto" is max(AUTO_WORKSPACE_FLOOR, matrix / AUTO_WORKSPACE_DIVISOR): issue 6's
+# target is a peak of 1.2x the matrix, and the budget is an estimate (the conv benchmark's
+# rows pass took ~1.3x it) beside what a build holds anyway (~8 MB there)
+AUTO_WORKSPACE_FLOOR = 16 * 2**20
+AUTO_WORKSPACE_DIVISOR = 12
 
 
 def operator_fingerprint(op: LinearOperator) -> str:
@@ -110,7 +115,7 @@ def dense_hessian(
     buffer reused across builds.
 
     ``workspace``: bytes the split form's temporaries may take (vmapped Jacobians of the
-    rows pass, psi-Hessian block products), ``"auto"`` = max(32 MiB, matrix / 8), so a
+    rows pass, psi-Hessian block products), ``"auto"`` = max(16 MiB, matrix / 12), so a
     build stays near the matrix's own size (issue 6's target is 1.2x), or ``None`` for the
     fixed caps (128 samples per Jacobian call, 256 MiB per block product). Smaller chunks
     mean more, smaller vmapped calls: the build is a little slower (see benchmarks/README).
@@ -139,7 +144,7 @@ def dense_hessian(
         )
     block_size = max(1, min(int(block_size), n))
     if workspace == "auto":
-        workspace = max(32 * 2**20, n * n * storage.itemsize // 8)
+        workspace = max(AUTO_WORKSPACE_FLOOR, n * n * storage.itemsize // AUTO_WORKSPACE_DIVISOR)
     elif workspace is not None and (isinstance(workspace, str) or int(workspace) <= 0):
         raise LandscapeError(f"workspace must be 'auto', None or a positive number of bytes, got {workspace!r}.")
     kron = split = None
@@ -163,6 +168,7 @@ def dense_hessian(
         if split is not None:
             columns = np.zeros(0, dtype=np.int64)  # every column outside L comes from the split form
             kind = "ggn-split"
+    trim_heap()  # the planning checks' products and Jacobians (tens of MB on a conv net) are freed
     num_blocks = math.ceil(len(columns) / block_size)
     if fast is None:
         ggn_total = 0
@@ -264,7 +270,7 @@ def dense_hessian(
                 try:
                     if kron is not None:
                         dense_ggn.build_kron_block_(H, op, group, kron, start_row=int(state["ggn_chunks_done"]),
-                                                    on_row=on_chunk)
+                                                    on_row=on_chunk, workspace=workspace)
                     else:
                         dense_ggn.build_ggn_block_(H, op, group, names, chunk=ggn_chunk,
                                                    start_chunk=int(state["ggn_chunks_done"]), on_chunk=on_chunk)
@@ -277,6 +283,7 @@ def dense_hessian(
                 _mirror_block_rows(H, group, within=kron is None)
                 if storage == np.float64:
                     state["check_rel_error"] = check_against_products(H, op, workspace=workspace)
+                    trim_heap()
                 state["finalized"] = True
                 commit()
     return H
@@ -344,7 +351,7 @@ def _split_phases(H, op, split, state: dict, commit, budget: list, bar, task, bl
         return True
     cols = dense_split.trunk_columns(split)
     t0 = time.perf_counter()
-    w = dense_split.psi_weights(op, split)
+    w = dense_split.psi_weights(op, split, workspace=workspace)
     top = dense_split.trunk_operator(op, split, w, split.trunk, workspace=workspace)
     if "split_psi_vanishes" not in state:
         state["split_psi_vanishes"] = dense_split.psi_block_vanishes(top, split)

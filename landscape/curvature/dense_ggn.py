@@ -48,6 +48,7 @@ import torch
 from torch import nn
 from torch.func import jacrev, vmap
 
+from landscape._heap import trim_heap
 from landscape.curvature._blas import syrk_block_
 from landscape.curvature.operators import HessianOperator
 from landscape.losses import cross_entropy
@@ -99,8 +100,8 @@ def residual_vanishes_on(op: HessianOperator, group: slice, names: list[str], *,
 
     On the first 32 samples: the residual of a layer inside a piecewise-linear net
     vanishes for every sample, and a smooth one shows on any; the per-sample Jacobians of
-    a whole batch cost a quarter of a small MLP's build. Their rows are formed 8 samples
-    at a time (32 at once took 32 MB beside the 4,780-parameter MLP's 174 MB matrix).
+    a whole batch cost a quarter of a small MLP's build. Both products are formed 8
+    samples at a time (32 at once took 32 MB beside the 4,780-parameter MLP's 174 MB matrix).
     """
     if op.loss_fn is not cross_entropy or op.dtype != torch.float64:
         return False
@@ -112,11 +113,21 @@ def residual_vanishes_on(op: HessianOperator, group: slice, names: list[str], *,
     m = group.stop - group.start
     V = torch.zeros(op.shape[0], 2, dtype=op.dtype, device=op.device)
     V[group] = torch.randn(m, 2, generator=g, dtype=torch.float64).to(op.device)
-    hv = op._batch_matmat(0, x, y, V)[group]
+    hv = torch.zeros(m, 2, dtype=op.dtype, device=op.device)
     gv = torch.zeros_like(hv)
-    for i in range(0, x.shape[0], 8):  # 8 samples' Jacobian rows at a time: 3x (8 C m) doubles, not 3x (32 C m)
-        rows = ggn_rows(op, x[i : i + 8], names)
+    # the block scheme (and its memory-bounded column chunk) picked on these small batches
+    # must not stay with the operator: its own batches are larger
+    picked = op.block_method, op._vmap_chunk
+    for i in range(0, x.shape[0], 8):
+        # 8 samples at a time: their Jacobian rows (3x 8 C m doubles, not 3x 32 C m) and the
+        # Hessian product through their graph (32 samples' second backward through the
+        # conv benchmark's net took 36 MB beside its 208 MB matrix)
+        xi, yi = x[i : i + 8], y[i : i + 8]
+        hv += xi.shape[0] * op._batch_matmat(0, xi, yi, V)[group]
+        rows = ggn_rows(op, xi, names)
         gv += rows.T @ (rows @ V[group])
+    op.block_method, op._vmap_chunk = picked
+    hv /= x.shape[0]
     gv /= x.shape[0]
     scale = float(hv.abs().max())
     if scale == 0:
@@ -185,7 +196,10 @@ def kron_layer(op: HessianOperator, names: list[str]) -> nn.Linear | None:
 
 
 def kron_factors(op: HessianOperator, x: torch.Tensor, module: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(a^ (B, in[+1]), D (B, out, out))`` of the Kronecker form for the samples ``x``."""
+    """``(a (B, in), D (B, out, out))`` of the Kronecker form for the samples ``x``.
+
+    ``a`` is the layer's input (the bias's constant 1 is not appended: the bias rows are
+    formed from ``D`` alone)."""
     store: dict[str, torch.Tensor] = {}
 
     def hook(mod, inputs, output):
@@ -211,9 +225,22 @@ def kron_factors(op: HessianOperator, x: torch.Tensor, module: nn.Linear) -> tup
         handle.remove()
     Mp = torch.einsum("bcj,bc->bj", M, p)
     D = torch.einsum("bcj,bc,bck->bjk", M, p, M) - Mp.unsqueeze(2) * Mp.unsqueeze(1)
-    if module.bias is not None:
-        a = torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)], dim=1)
     return a, D
+
+
+def kron_sample_chunk(op: HessianOperator, module: nn.Linear, workspace: int | None, cap: int = 512) -> int:
+    """Samples per step of :func:`build_kron_block_` within ``workspace`` bytes (None: ``cap``).
+
+    Per sample: the factor pass (a forward pass, then vmapped Jacobians of the logits in
+    the layer's output: 1.0-1.5x the first-backward graph per sample on the conv
+    benchmark's net, so 2x is counted), the factor rows (in + out^2 doubles) and a row of
+    the GEMM's right operand (out x in doubles).
+    """
+    if workspace is None:
+        return cap
+    per_sample = 2 * op.graph_bytes_per_sample() + 8 * (module.in_features + module.out_features ** 2
+                                                        + module.out_features * module.in_features)
+    return int(max(1, min(cap, workspace // per_sample)))
 
 
 def _mirror_fits(H: np.ndarray) -> bool:
@@ -230,7 +257,8 @@ def _mirror_fits(H: np.ndarray) -> bool:
 
 
 def build_kron_block_(H: np.ndarray, op: HessianOperator, block: slice, module: nn.Linear, *, start_row: int = 0,
-                      on_row=None, sample_chunk: int = 512, mirror: bool | None = None) -> int:
+                      on_row=None, sample_chunk: int = 512, mirror: bool | None = None,
+                      workspace: int | None = None) -> int:
     """Write G[block, block] of a Linear layer into ``H``, row block by row block (full rows).
 
     Row block j holds the rows of W[j, :] (and of b[j]); returns the number of row
@@ -244,19 +272,28 @@ def build_kron_block_(H: np.ndarray, op: HessianOperator, block: slice, module: 
     there by the earlier blocks, so a resumed build restarting at ``start_row`` redoes
     nothing and misses nothing. Half the N out^2 in^2 multiply-adds of the plain form.
     ``mirror=False`` computes every row block whole instead (each row written once, in
-    order); None picks by ``_mirror_fits``.
+    order); None picks by ``_mirror_fits``. ``workspace`` (bytes) bounds the samples per
+    factor pass and per GEMM (:func:`kron_sample_chunk`; ``sample_chunk`` stays the cap).
     """
     if mirror is None:
         mirror = _mirror_fits(H)
-    pieces = [kron_factors(op, x[i : i + sample_chunk], module) for x, _ in op.batches
-              for i in range(0, x.shape[0], sample_chunk)]
-    a = torch.cat([piece[0] for piece in pieces]).double().cpu()
-    D = torch.cat([piece[1] for piece in pieces]).double().cpu()
-    del pieces
-    D.mul_(1.0 / op.num_samples)
     out, fan_in = module.out_features, module.in_features
+    sample_chunk = min(sample_chunk, kron_sample_chunk(op, module, workspace, cap=sample_chunk))
+    # the factors of all N samples, filled in place (no concatenated copies)
+    a_w = torch.empty(op.num_samples, fan_in, dtype=torch.float64)
+    D = torch.empty(op.num_samples, out, out, dtype=torch.float64)
+    at = 0
+    for x, _ in op.batches:
+        for i in range(0, x.shape[0], sample_chunk):
+            a_i, D_i = kron_factors(op, x[i : i + sample_chunk], module)
+            a_w[at : at + a_i.shape[0]] = a_i
+            D[at : at + a_i.shape[0]] = D_i
+            at += a_i.shape[0]
+            del a_i, D_i
+            if workspace is not None:
+                trim_heap()  # the pass's freed sub-4-MiB temporaries (landscape._heap)
+    D.mul_(1.0 / op.num_samples)
     bias = module.bias is not None
-    a_w = a[:, :fan_in]
     a_wT = a_w.T
     lo = block.start
     b0 = lo + out * fan_in  # first bias row / column
@@ -269,7 +306,7 @@ def build_kron_block_(H: np.ndarray, op: HessianOperator, block: slice, module: 
         first = j if mirror else 0
         # weight rows j x weight columns of j' = first .. out-1, one GEMM per sample chunk into H
         target = torch.from_numpy(H[rows, lo + first * fan_in : b0])
-        for i in range(0, a.shape[0], sample_chunk):
+        for i in range(0, a_w.shape[0], sample_chunk):
             ai = a_w[i : i + sample_chunk]
             right = (D[i : i + sample_chunk, j, first:].unsqueeze(2) * ai.unsqueeze(1)).reshape(ai.shape[0], -1)
             if i == 0:

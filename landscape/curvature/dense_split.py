@@ -50,7 +50,7 @@ import torch
 from torch import nn
 from torch.func import grad, jacfwd, jacrev, vmap
 
-from landscape._heap import trim_heap
+from landscape._heap import Trimmer
 from landscape.curvature.dense_ggn import sqrt_lambda_t
 from landscape.curvature.operators import HessianOperator
 from landscape.losses import cross_entropy
@@ -263,10 +263,11 @@ def _sample_chunks(op: HessianOperator, size: int):
     return [(x[i : i + size], y[i : i + size]) for x, y in op.batches for i in range(0, x.shape[0], size)]
 
 
-# under a workspace budget, glibc's arenas are trimmed every this many vmapped calls of the rows
-# pass: without it the conv benchmark's first pass grew by ~3 MB per call after vmapped psi
-# products (26 -> 210 MB over 64 calls), and by ~0.5 MB after "retain" ones
-TRIM_EVERY = 8
+# under a workspace budget, glibc's arenas are trimmed once the rows pass's freed temporaries
+# hold this fraction of the workspace (landscape._heap.Trimmer): untrimmed, the conv
+# benchmark's first pass grew by ~3 MB per call after vmapped psi products (26 -> 210 MB
+# over 64 calls); trimmed after every call, the pass took twice as long
+TRIM_SLACK = 0.5
 
 
 def rows_chunks(op: HessianOperator, split: Split, workspace: int | None, *, sample_chunk: int = 128,
@@ -349,7 +350,13 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
         SL_t = torch.zeros(nt, hi - lo, dtype=torch.float64, device=dev)
         SL_h = torch.zeros(nh, hi - lo, dtype=torch.float64, device=dev)
     RTH = torch.zeros(nt, nh, dtype=torch.float64, device=dev)
+    # G[S, L]'s staging product holds row_block x |L| doubles (25 MB on the conv benchmark,
+    # beside a 208 MB matrix): where that passes a quarter of the workspace, the rows are
+    # added in place by batched GEMMs instead (faster too for the few samples per call a
+    # small workspace allows: 2 ms vs 5 ms at 2 samples; 8 ms vs 4 ms at 64)
+    in_place = workspace is not None and 8 * min(row_block, len(S)) * nw > workspace // 4
     us, rs, gs = [], [], []
+    trimmer = None if workspace is None else Trimmer(int(TRIM_SLACK * workspace))
     with _Functions(op, split) as fn:
         tp = {n: fn.fixed[n] for n in split.trunk}
         # pass 1: per-sample P_i = du_i/dt (one VJP per output of L), the GGN rows and the head terms
@@ -379,8 +386,12 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
                     r1 = min(rows.stop, r0 + row_block)
                     e = E[:, r0:r1, :]
                     view = target[r0 - s0 : r1 - s0]
-                    view[:, :nw].view(r1 - r0, out, fan_in).add_(
-                        (e.reshape(B, -1).T @ f).view(r1 - r0, out, fan_in), alpha=scale)
+                    if in_place:  # one small GEMM per row, into H
+                        view[:, :nw].view(r1 - r0, out, fan_in).baddbmm_(
+                            e.permute(1, 2, 0), f.expand(r1 - r0, B, fan_in), alpha=scale)
+                    else:  # one GEMM per row block, through a staging product
+                        view[:, :nw].view(r1 - r0, out, fan_in).add_(
+                            (e.reshape(B, -1).T @ f).view(r1 - r0, out, fan_in), alpha=scale)
                     if module.bias is not None:
                         view[:, nw:].add_(e.sum(0), alpha=scale)
             del E, A_S, a_s
@@ -399,8 +410,8 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
             done += 1
             if progress is not None:
                 progress(done, total)
-            if workspace is not None and done % TRIM_EVERY == 0:
-                trim_heap()
+            if trimmer is not None:
+                trimmer()
         # pass 2: per block of L's inputs, K_i[block] = d f_i[block] / dt, for R[t, L]
         for kb in k_blocks:
             acc = torch.zeros(kb.stop - kb.start, nt, out, dtype=torch.float64, device=dev)
@@ -415,12 +426,12 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
                 done += 1
                 if progress is not None:
                     progress(done, total)
-                if workspace is not None and done % TRIM_EVERY == 0:
-                    trim_heap()
+                if trimmer is not None:
+                    trimmer()
             SL_t[:, :nw].view(nt, out, fan_in)[:, :, kb] += acc.permute(1, 2, 0)
             del acc
         if nh:
-            hh = head_residual(fn, torch.cat(us), torch.cat(rs), chunks[0][0][:1])
+            hh = head_residual(fn, torch.cat(us), torch.cat(rs), chunks[0][0][:1], workspace=workspace)
             if direct:
                 Ht[tr, hr] += RTH
                 Ht[hr, tr] += RTH.T
@@ -442,18 +453,32 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
             Ht[a0:a1, b0:b1] += SS[s0 : s0 + a1 - a0, c0 : c0 + b1 - b0]
 
 
-def head_residual(fn: _Functions, u: torch.Tensor, r: torch.Tensor, dummy: torch.Tensor) -> torch.Tensor:
-    """R[h, h]: the Hessian in h of (1/N) sum_i r_i^T head(u_i; h), u and r fixed (cheap)."""
+def head_residual(fn: _Functions, u: torch.Tensor, r: torch.Tensor, dummy: torch.Tensor,
+                  workspace: int | None = None) -> torch.Tensor:
+    """R[h, h]: the Hessian in h of (1/N) sum_i r_i^T head(u_i; h), u and r fixed (cheap).
+
+    The sum over samples is taken in chunks whose forward-over-reverse pass (|h| tangents
+    of each sample's C logits, about 4 copies: 54 kB per sample on the conv benchmark's
+    170-parameter head) stays within a quarter of ``workspace`` (None: all at once).
+    """
     names = fn.split.head
     shapes = [fn.fixed[n].shape for n in names]
     sizes = [fn.fixed[n].numel() for n in names]
     h0 = torch.cat([fn.fixed[n].reshape(-1) for n in names])
+    count = u.shape[0]
+    if workspace is not None:
+        count = int(max(1, min(count, workspace // 4 // (32 * h0.numel() * r.shape[-1]))))
+    total = None
+    for i in range(0, u.shape[0], count):
+        ui, ri = u[i : i + count], r[i : i + count]
 
-    def phi(hflat):
-        hp = {n: t.view(s) for n, t, s in zip(names, torch.split(hflat, sizes), shapes)}
-        return (fn.head(hp, u, dummy) * r).sum() / fn.op.num_samples
+        def phi(hflat, ui=ui, ri=ri):
+            hp = {n: t.view(s) for n, t, s in zip(names, torch.split(hflat, sizes), shapes)}
+            return (fn.head(hp, ui, dummy) * ri).sum() / fn.op.num_samples
 
-    return jacfwd(grad(phi))(h0)
+        part = jacfwd(grad(phi))(h0)
+        total = part.clone() if total is None else total.add_(part)  # (part may be an expanded view)
+    return total
 
 
 def _runs(index: np.ndarray) -> list[tuple[int, int, int]]:
@@ -472,8 +497,16 @@ def trunk_columns(split: Split) -> list[str]:
     return [n for n in split.trunk if n not in split.trunk_largest]
 
 
-def psi_weights(op: HessianOperator, split: Split, sample_chunk: int = 256) -> list[torch.Tensor]:
-    """w_i = W^T g_i per batch (the fixed linear form of psi)."""
+def psi_weights(op: HessianOperator, split: Split, sample_chunk: int = 256,
+                workspace: int | None = None) -> list[torch.Tensor]:
+    """w_i = W^T g_i per batch (the fixed linear form of psi).
+
+    ``workspace`` (bytes) bounds the samples per forward pass at about two first-backward
+    graphs per sample (``sample_chunk`` stays the cap): 256 images through the conv
+    benchmark's net took 28 MB beside its 208 MB matrix.
+    """
+    if workspace is not None:
+        sample_chunk = int(max(1, min(sample_chunk, workspace // (2 * op.graph_bytes_per_sample()))))
     module = split.module
     hooks = _Hooks()
     handle = module.register_forward_hook(hooks)

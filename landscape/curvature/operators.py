@@ -41,7 +41,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.overrides import TorchFunctionMode
 
-from landscape._heap import trim_heap
+from landscape._heap import Trimmer
 from landscape.curvature.base import LinearOperator
 from landscape.device import analysis_context
 from landscape.errors import LandscapeError
@@ -277,8 +277,9 @@ class HessianOperator(ModelOperator):
     # vmapped block products: estimated bytes per column = this x the batch's graph; kept under BLOCK_BYTES
     VMAP_BYTES_PER_GRAPH = 3
     BLOCK_BYTES = 256 * 2**20
-    # trim glibc's arenas after each column of a "retain" block (set by within(): each
-    # second backward left ~2-4 MB of freed sub-4-MiB blocks resident, see landscape._heap)
+    # trim glibc's arenas during a "retain" block once its freed temporaries hold half of
+    # BLOCK_BYTES (set by within(): each second backward left ~2-4 MB of freed sub-4-MiB
+    # blocks resident, see landscape._heap.Trimmer)
     _trim_columns = False
     # within(): a sub-batch's graph times this must fit the workspace. A "retain" column's
     # second backward through float64 convolutions (CPU reference kernels, im2col buffers)
@@ -330,8 +331,8 @@ class HessianOperator(ModelOperator):
         sum of |b|/N-weighted batch means, so every product is too (to rounding). Only in
         eval mode (batch statistics tie a train-mode batch's samples together) and
         without a kept graph; otherwise, or where ``BLOCK_BYTES`` is already that small,
-        it is returned unchanged. Its "retain" blocks give glibc's free pages back after
-        each column (:func:`landscape._heap.trim_heap`: the freed temporaries of 64 second
+        it is returned unchanged. Its "retain" blocks give glibc's free pages back as they
+        pile up (:class:`landscape._heap.Trimmer`: the freed temporaries of 64 second
         backward passes through a conv net otherwise stayed resident, ~250 MB).
         The new operator shares this one's model copy; its
         block scheme is picked afresh.
@@ -345,6 +346,9 @@ class HessianOperator(ModelOperator):
                        for i in range(0, x.shape[0], rows)]
         new.weights = [x.shape[0] / self.num_samples for x, _ in new.batches]
         new.BLOCK_BYTES = workspace
+        # a vmapped column through the sub-batch costs about what a retained one does (the
+        # conv benchmark's took ~6.5x its graph, not VMAP_BYTES_PER_GRAPH = 3)
+        new.VMAP_BYTES_PER_GRAPH = self.WITHIN_BYTES_PER_GRAPH
         new._trim_columns = True
         new.block_method, new._vmap_chunk = None, None  # picked afresh for the smaller batches
         return new
@@ -570,11 +574,12 @@ class HessianOperator(ModelOperator):
         cached = graph is not None  # the operator's kept graph: never freed by a product
         graph = self._first_backward(x, y) if graph is None else graph
         cols = []
+        trimmer = Trimmer(self.BLOCK_BYTES // 2) if self._trim_columns else None
         for j in range(k):
             col = self._second_backward(graph, self.unflatten(V[:, j]), retain_graph=cached or j < k - 1)
             cols.append(self._flat(col))
-            if self._trim_columns:
-                trim_heap()
+            if trimmer is not None:
+                trimmer()
         return torch.stack(cols, dim=1)
 
     def _block(self, method: str, x, y, V: torch.Tensor) -> torch.Tensor:
