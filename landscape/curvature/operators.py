@@ -277,10 +277,11 @@ class HessianOperator(ModelOperator):
     # vmapped block products: estimated bytes per column = this x the batch's graph; kept under BLOCK_BYTES
     VMAP_BYTES_PER_GRAPH = 3
     BLOCK_BYTES = 256 * 2**20
-    # trim glibc's arenas during a "retain" block once its freed temporaries hold half of
+    # trims glibc's arenas during "retain" blocks once their freed temporaries hold half of
     # BLOCK_BYTES (set by within(): each second backward left ~2-4 MB of freed sub-4-MiB
-    # blocks resident, see landscape._heap.Trimmer)
-    _trim_columns = False
+    # blocks resident, see landscape._heap.Trimmer). One per operator, not per block: the
+    # residual check's 63 two-column blocks at N = 1000 each left their garbage to the next
+    _trimmer: Trimmer | None = None
     # within(): a sub-batch's graph times this must fit the workspace. A "retain" column's
     # second backward through float64 convolutions (CPU reference kernels, im2col buffers)
     # took 7-10x the graph of its batch on the benchmark conv net, more than a vmapped one.
@@ -349,7 +350,7 @@ class HessianOperator(ModelOperator):
         # a vmapped column through the sub-batch costs about what a retained one does (the
         # conv benchmark's took ~6.5x its graph, not VMAP_BYTES_PER_GRAPH = 3)
         new.VMAP_BYTES_PER_GRAPH = self.WITHIN_BYTES_PER_GRAPH
-        new._trim_columns = True
+        new._trimmer = Trimmer(workspace // 2)
         new.block_method, new._vmap_chunk = None, None  # picked afresh for the smaller batches
         return new
 
@@ -574,12 +575,11 @@ class HessianOperator(ModelOperator):
         cached = graph is not None  # the operator's kept graph: never freed by a product
         graph = self._first_backward(x, y) if graph is None else graph
         cols = []
-        trimmer = Trimmer(self.BLOCK_BYTES // 2) if self._trim_columns else None
         for j in range(k):
             col = self._second_backward(graph, self.unflatten(V[:, j]), retain_graph=cached or j < k - 1)
             cols.append(self._flat(col))
-            if trimmer is not None:
-                trimmer()
+            if self._trimmer is not None:
+                self._trimmer()
         return torch.stack(cols, dim=1)
 
     def _block(self, method: str, x, y, V: torch.Tensor) -> torch.Tensor:
@@ -605,7 +605,10 @@ class HessianOperator(ModelOperator):
             return self._single(self.hvp_method, x, y, V[:, 0]).unsqueeze(1)
         if self.block_method is None:
             self._pick_block(x, y, V)
-        return self._block(self.block_method, x, y, V)
+        out = self._block(self.block_method, x, y, V)
+        if self._trimmer is not None:  # after a vmapped block too (a retained one trims per column)
+            self._trimmer()
+        return out
 
     def _memory_bounded_chunk(self, x, y) -> int:
         """Columns per vmapped block product: ``chunk_size``, fewer where the estimate exceeds BLOCK_BYTES.
