@@ -352,6 +352,9 @@ def spectrum(
     dense_method: DenseMethod = typer.Option(
         DenseMethod.auto, "--dense-method", help="Exact: ggn (GGN block + HVP columns, exact for ReLU nets), hvp, or auto."
     ),
+    dense_workspace: str = typer.Option(
+        "auto", "--dense-workspace", help="Exact: memory the build's temporaries may take beside the matrix: auto "
+        "(max(16 MiB, matrix/12)), none (fixed caps: faster, more memory) or a size such as 512M or 2G."),
     eigensolver: Eigensolver = typer.Option(Eigensolver.auto, "--eigensolver", help="Exact: mkl, scipy, torch (torch.linalg.eigvalsh on --device), or auto (the GPU where the solve fits, else MKL if installed, else scipy)."),
     build_only: bool = typer.Option(False, "--build-only", help="Exact: build the dense matrix (resumable) and stop before the eigensolve; the same command without it then only solves."),
     params: List[str] = typer.Option([], "--param", help="Restrict to these parameter tensors / module prefixes."),
@@ -371,7 +374,8 @@ def spectrum(
             params=tuple(params) or None, k=k, which=which.value, tol=tol, num_probes=num_probes,
             num_iters=num_iters, trace_rel=trace_rel, fisher=fisher.value, mc_samples=mc_samples,
             storage_dtype=storage.value, block_size=block_size, keep_matrix=keep_matrix,
-            dense_method=dense_method.value, eigensolver=eigensolver.value, build_only=build_only,
+            dense_method=dense_method.value, dense_workspace=dense_workspace, eigensolver=eigensolver.value,
+            build_only=build_only,
         )
         target = config.output_dir()
         interrupt_hint[0] = lambda: (

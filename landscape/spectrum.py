@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from landscape.checkpoint import checkpoint_dataset, load_checkpoint, package_versions
-from landscape.curvature.dense import MATRIX_FILE, STATE_FILE, dense_hessian
+from landscape.curvature.dense import MATRIX_FILE, STATE_FILE, dense_hessian, parse_workspace
 from landscape.curvature.diagonal import adam_fisher_diagonal, diagonal_fisher
 from landscape.curvature.operators import FisherOperator, GGNOperator, HessianOperator, make_batches
 from landscape.device import resolve_device
@@ -83,6 +83,7 @@ class SpectrumConfig:
     block_size: int = 64
     keep_matrix: bool = False
     dense_method: str = "auto"  # auto | hvp | ggn (landscape.curvature.dense_hessian)
+    dense_workspace: str = "auto"  # auto | none | a size such as 512M (dense_hessian's workspace)
     eigensolver: str = "auto"  # auto | mkl | scipy | torch (auto: the GPU where it fits, else MKL, else scipy)
     build_only: bool = False  # exact: build the matrix (resumably) and stop before the solve
 
@@ -95,6 +96,7 @@ class SpectrumConfig:
             raise LandscapeError(f"--samples must be >= 1, got {self.samples}.")
         if self.dtype not in ("float32", "float64"):
             raise LandscapeError(f"--dtype must be float32 or float64, got {self.dtype}.")
+        parse_workspace(self.dense_workspace)  # one sentence now, not after a long setup
         if self.build_only and self.method != "exact":
             raise LandscapeError("--build-only is for --method exact (it builds the dense matrix and stops).")
         if self.fisher not in ("empirical", "mc", "adam", "exact"):
@@ -215,7 +217,7 @@ def compute_spectrum(config: SpectrumConfig, *, progress: bool = True) -> tuple[
 def _run_method(op, config: SpectrumConfig, out_dir: Path, summary: dict, arrays: dict, progress: bool) -> None:
     if config.method == "exact":
         H = dense_hessian(op, out_dir, block_size=config.block_size, storage_dtype=config.storage_dtype, progress=progress,
-                          method=config.dense_method)
+                          method=config.dense_method, workspace=parse_workspace(config.dense_workspace))
         state = json.loads((out_dir / STATE_FILE).read_text())
         if config.build_only:
             summary.update({"built": True, "dense_method": state.get("method"), "dense_build_s": state.get("build_s"),

@@ -481,6 +481,16 @@ def test_trimmer_trims_only_past_its_slack():
     del block
 
 
+def test_workspace_sizes_parse_with_binary_suffixes_and_refuse_the_rest():
+    from landscape.curvature.dense import parse_workspace
+
+    assert [parse_workspace(t) for t in ("auto", "NONE", "512M", "2GiB", "64k", "1e9", "3 MB", "100")] == [
+        "auto", None, 512 * 2**20, 2 * 2**30, 65536, 10**9, 3 * 2**20, 100]
+    for bad in ("0", "-5", "lots", "12x", ""):
+        with pytest.raises(LandscapeError, match="auto, none or a size"):
+            parse_workspace(bad)
+
+
 def test_planning_the_fast_path_leaves_the_operator_s_block_scheme_unpicked():
     """The residual check's products on 8 samples must not fix the block scheme (and its
     memory-bounded column chunk) that the operator's own 5-sample batches will use."""

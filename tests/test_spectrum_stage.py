@@ -62,6 +62,22 @@ def test_exact_spectrum_matches_dense_reference(run_dir, reference):
     assert info["eigensolver"] in ("torch-cuda", "mkl", "scipy")
 
 
+def test_dense_workspace_sets_the_build_s_budget_and_not_the_result(run_dir, reference, monkeypatch):
+    """--dense-workspace reaches dense_hessian as bytes; one byte (one sample per factor
+    pass of the Kronecker block) gives the same spectrum; a bad size is one sentence."""
+    from landscape.curvature import dense_ggn
+
+    sizes = []
+    real = dense_ggn.kron_factors
+    monkeypatch.setattr(dense_ggn, "kron_factors", lambda op, x, m: (sizes.append(int(x.shape[0])), real(op, x, m))[1])
+    _spectrum(run_dir, "--method", "exact", "--dense-workspace", "1", "--out", str(run_dir / "tiny-workspace"))
+    eig = _load(run_dir / "tiny-workspace")[0]["eigenvalues"]
+    np.testing.assert_allclose(eig, reference["eig"], rtol=0, atol=1e-10 * np.abs(reference["eig"]).max())
+    assert sizes == [1] * N
+    result = runner.invoke(app, ["spectrum", str(run_dir), "--method", "exact", "--dense-workspace", "lots", "--quiet"])
+    assert result.exit_code == 2 and "such as 512M or 2G, got 'lots'" in result.output
+
+
 def test_keep_matrix_keeps_the_hessian_itself(run_dir, reference):
     """--keep-matrix leaves the matrix intact: the eigensolve works on a private copy-on-write mapping."""
     _spectrum(run_dir, "--method", "exact", "--keep-matrix", "--out", str(run_dir / "kept"))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -287,6 +288,19 @@ def dense_hessian(
                 state["finalized"] = True
                 commit()
     return H
+
+
+def parse_workspace(text: str) -> int | str | None:
+    """A workspace as users write it: ``auto``, ``none`` (the fixed caps, no budget), or a
+    size in bytes with an optional binary suffix (``512M``, ``2GiB``, ``64k``, ``1e9``)."""
+    value = str(text).strip().lower()
+    if value in ("auto", "none"):
+        return None if value == "none" else "auto"
+    match = re.fullmatch(r"(\d+(?:\.\d*)?(?:e\d+)?)\s*([kmgt]?)(?:i?b)?", value)
+    size = float(match.group(1)) * 2 ** (10 * " kmgt".index(match.group(2) or " ")) if match else 0.0
+    if size < 1:
+        raise LandscapeError(f"The dense workspace must be auto, none or a size such as 512M or 2G, got '{text}'.")
+    return int(size)
 
 
 def check_against_products(H: np.ndarray, op: LinearOperator, *, count: int = 2, seed: int = 0,
