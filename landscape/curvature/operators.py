@@ -640,10 +640,18 @@ class HessianOperator(ModelOperator):
         return sum(b for ptr, b in held.items() if ptr not in own) + sum(g.numel() * g.element_size() for g in grads)
 
     def graph_bytes_per_sample(self, k: int = 8) -> float:
-        """Bytes the first-backward graph saves per sample, measured on the first ``k`` samples."""
-        x, y = self.batches[0]
-        k = min(k, int(x.shape[0]))
-        return max(1.0, self._batch_graph_bytes(x[:k], y[:k]) / k)
+        """Bytes the first-backward graph saves per sample, measured once on the first ``k`` samples.
+
+        A dense build sizes four things by it (rows pass, Kronecker factors, psi weights,
+        within()): measured once per operator, and its within() copies inherit it (the
+        same model and samples, cut differently).
+        """
+        cache = self.__dict__.setdefault("_graph_bytes_per_sample", {})
+        if k not in cache:
+            x, y = self.batches[0]
+            size = min(k, int(x.shape[0]))
+            cache[k] = max(1.0, self._batch_graph_bytes(x[:size], y[:size]) / size)
+        return cache[k]
 
     def _batch_graph_bytes(self, x, y) -> int:
         """Bytes the first-backward graph of one batch saves (one forward and backward pass)."""
