@@ -36,8 +36,9 @@ from landscape.progress import make_progress
 MATRIX_FILE = "hessian.bin"
 STATE_FILE = "hessian.json"
 # workspace="auto" is max(AUTO_WORKSPACE_FLOOR, matrix / AUTO_WORKSPACE_DIVISOR): issue 6's
-# target is a peak of 1.2x the matrix, and the budget is an estimate (the conv benchmark's
-# rows pass took ~1.3x it) beside what a build holds anyway (~8 MB there)
+# target is a peak of 1.2x the matrix; the budget bounds estimated temporaries, beside what a
+# build holds anyway (~8-14 MB on the conv benchmark) and the heap slack the trimmer allows
+# (half the budget). /10 gave 1.19-1.20x there at N = 256, /12 gives 1.12-1.17x
 AUTO_WORKSPACE_FLOOR = 16 * 2**20
 AUTO_WORKSPACE_DIVISOR = 12
 
