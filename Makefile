@@ -1,7 +1,7 @@
 # The README's two commands:
 #   make demo   install (CPU torch where no GPU) and run the main job on the embedded digits data:
 #               train -> spectrum -> flatness -> reports/quick/index.html
-#   make test   install (plus Debian's chromium for the report's browser test) and run the test suite
+#   make test   install (plus Debian's chromium and dataset-fashion-mnist, where apt can) and run the test suite
 #               (.ci/run calls this)
 VENV ?= .venv
 STAMP := $(VENV)/.landscape-installed
@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/landscape reproduce all --scale quick --out $(REPORT)
 
 test: $(STAMP)
-	bash scripts/browser.sh
+	bash scripts/system-packages.sh
 	$(VENV)/bin/python -m pytest
 
 clean-venv:

@@ -20,6 +20,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+PIPV=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
 have_gpu() {
     command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1
@@ -46,5 +47,10 @@ if [ -z "${LANDSCAPE_NO_MKL:-}" ] && [ "$(uname -m)" = "x86_64" ]; then
 fi
 echo "[setup] installing landscape (editable) with extras: $extras"
 # the pin keeps pip from replacing the torch chosen above while resolving extras
-"${PIP[@]}" install -c <("$VENV/bin/python" -c 'import torch; print(f"torch=={torch.__version__}")') -e ".[$extras]" 2>&1 | grep -v "^WARNING: Location" || true
+echo "[setup] (numpy, scipy, matplotlib, scikit-learn, ... from the package index: 1-3 minutes on a fresh machine)"
+# the pin is read from the installed metadata: importing torch before numpy exists prints a warning
+torch_pin=$("$VENV/bin/python" -c 'from importlib.metadata import version; print("torch==" + version("torch"))')
+"${PIPV[@]}" install --progress-bar off -c <(echo "$torch_pin") -e ".[$extras]" 2>&1 \
+    | grep --line-buffered -E "^(Collecting|Installing collected|Successfully installed|ERROR)" \
+    | sed -u -e 's/^/[setup]   /' -e 's/^\(.\{110\}\).*/\1 .../' || true
 "$VENV/bin/python" -c "import landscape, torch; print(f'[setup] landscape {landscape.__version__}, torch {torch.__version__}')"

@@ -271,7 +271,7 @@ def test_search_order(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not (DEBIAN_FASHION / "train-images-idx3-ubyte.gz").is_file(),
-                    reason="Debian's dataset-fashion-mnist is not installed")
+                    reason="Debian's dataset-fashion-mnist is not installed (make test installs it where apt can)")
 def test_fashion_mnist_from_debian_folder():
     train = load_dataset("fashion-mnist", "train", download=False)
     val = load_dataset("fashion-mnist", "val", download=False, normalize=False)

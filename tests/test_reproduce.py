@@ -152,3 +152,29 @@ def test_full_fig3b_learns_the_256_lines_it_is_measured_on(tmp_path):
     spectra = [c for c in commands if c.startswith("landscape spectrum")]
     assert len(train) == 2 and all("--seq-len 32 --train-subset 256 --batch-size 32 --vocab ascii96" in c for c in train)
     assert len(spectra) == 2 and all("--method exact --samples 256" in c for c in spectra)
+
+
+@pytest.fixture
+def no_fashion_mnist(monkeypatch, tmp_path):
+    """A machine without Debian's dataset-fashion-mnist: no system folder, an empty cache, no $LANDSCAPE_DATA."""
+    import landscape.data.files as files
+
+    monkeypatch.setattr(files, "SYSTEM_DIRS", {})
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("LANDSCAPE_DATA", raising=False)
+
+
+def test_full_plan_without_fashion_mnist_keeps_the_steps_whose_data_exist(no_fashion_mnist, tmp_path):
+    """Fig. 3b needs only its text file: a missing image dataset skips the image steps, not the char-LSTM."""
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 400, encoding="utf-8")
+    the_plan = plan(ReproduceConfig(target="fig3", scale="full", runs=str(tmp_path / "runs"), text=str(text),
+                                    data_dir=str(tmp_path / "none")))
+    assert the_plan.steps and all("char-lstm" in s.command for s in the_plan.steps)
+    assert [s.name for s in the_plan.steps] == ["train", "spectrum exact"] * 2
+    assert any(reason.startswith("fashion-mnist:") for reason in the_plan.skipped)
+    assert any(reason.startswith("fig3c") for reason in the_plan.skipped)
+    # and an image-only target plans nothing but says why
+    table1 = plan(ReproduceConfig(target="table1", scale="full", runs=str(tmp_path / "runs"),
+                                  data_dir=str(tmp_path / "none")))
+    assert table1.steps == [] and any(r.startswith("fashion-mnist:") for r in table1.skipped)
