@@ -29,6 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     # help texts are plain text: without this, rich reads "[default: 5]" as a markup tag and drops it
     rich_markup_mode=None,
+    context_settings={"max_content_width": 80, "help_option_names": ["-h", "--help"]},
 )
 
 T = TypeVar("T")
@@ -82,6 +83,16 @@ def run_guarded(fn: Callable[[], T]) -> T:
         raise typer.Exit(130) from None
 
 
+def format_seconds(seconds: float) -> str:
+    """A duration as a person reads it: 4.2 s, 3 min 05 s, 1 h 10 min."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 def stderr_log(quiet: bool) -> Callable[[str], None]:
     """Progress lines for a stage: printed verbatim on stderr (no rich markup), or dropped with --quiet."""
     if quiet:
@@ -123,74 +134,165 @@ def parse_int_list(text: Optional[str], option: str) -> tuple[int, ...]:
         raise LandscapeError(f"{option} expects comma-separated integers like 30,60,90, got '{text}'.") from None
 
 
+def _bounded(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+             high_open: bool = False) -> Callable:
+    """A typer callback refusing NaN, infinities and values outside [low, high] (open ends as asked)."""
+    def describe() -> str:
+        parts = []
+        if low is not None:
+            parts.append(f"{'>' if low_open else '>='} {low:g}")
+        if high is not None:
+            parts.append(f"{'<' if high_open else '<='} {high:g}")
+        return "a finite number" + (" " + " and ".join(parts) if parts else "")
+
+    def check(value):
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if v is None:
+                continue
+            bad = (not math.isfinite(v) or (low is not None and (v <= low if low_open else v < low))
+                   or (high is not None and (v >= high if high_open else v > high)))
+            if bad:
+                raise typer.BadParameter(f"must be {describe()}, got {v:g}.")
+        return value
+
+    return check
+
+
+POSITIVE = _bounded(0.0, low_open=True)
+NON_NEGATIVE = _bounded(0.0)
+FRACTION = _bounded(0.0, 1.0, low_open=True, high_open=True)
+
+
+def refuse_unused(ctx: typer.Context, specific: dict[str, str], used: set[str], what: str) -> None:
+    """One sentence for an option given on the command line that ``what`` does not use.
+
+    ``specific`` maps each context-dependent parameter name to its flag; ``used`` names the
+    ones that apply here.
+    """
+    for name, flag in specific.items():
+        if name not in used and _given_on_command_line(ctx, name):
+            useful = sorted(specific[n] for n in used if n in specific)
+            tail = f"; its own options are {', '.join(useful)}" if useful else ""
+            raise LandscapeError(f"{flag} is not used by {what}{tail}.")
+
+
 def default_run_dir(model: str, optimizer: str, dataset: str, seed: int) -> str:
     dataset_tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(dataset.split(":", 1)[-1]).stem if ":" in dataset else dataset)
     return f"runs/{model}-{optimizer}-{dataset_tag}-s{seed}"
+
+
+# Options of `train` that only some optimizers or datasets use (parameter name -> flag).
+TRAIN_SPECIFIC = {
+    "momentum": "--momentum", "nesterov": "--nesterov/--no-nesterov", "langevin_steps": "--langevin-steps",
+    "sgld_lr": "--sgld-lr", "noise": "--noise", "gamma": "--gamma", "scoping": "--scoping", "alpha": "--alpha",
+    "sgld_momentum": "--sgld-momentum", "noise_rng": "--noise-rng", "replicas": "--replicas",
+    "coupling": "--coupling", "coupling_growth": "--coupling-growth", "rho": "--rho", "adaptive": "--adaptive",
+    "sam_base": "--sam-base", "seq_len": "--seq-len", "vocab": "--vocab",
+}
+_ENTROPY_OPTIONS = {"langevin_steps", "sgld_lr", "noise", "gamma", "scoping", "alpha", "sgld_momentum", "noise_rng"}
+
+
+def used_train_options(optimizer: str, sam_base: str, dataset: str) -> set[str]:
+    """The context-dependent `train` options that ``optimizer`` on ``dataset`` reads."""
+    used = {
+        "sgd": {"momentum", "nesterov"},
+        "adam": set(),
+        "entropy-sgd": {"momentum", "nesterov"} | _ENTROPY_OPTIONS,
+        "entropy-adam": set(_ENTROPY_OPTIONS),
+        "replicated-sgd": {"momentum", "nesterov", "replicas", "coupling", "coupling_growth", "noise_rng"},
+        "sam": {"rho", "adaptive", "sam_base"} | ({"momentum", "nesterov"} if sam_base == "sgd" else set()),
+    }[optimizer]
+    if dataset.startswith("text:") or dataset == "ptb":
+        used.add("seq_len")
+    if dataset.startswith("text:"):
+        used.add("vocab")
+    return used
 
 
 # Options that --resume takes from the run's config.json instead of the command line.
 _RESUME_OVERRIDABLE = {"epochs", "device", "out", "resume", "quiet", "data_dir"}
 
 
-@app.command()
+@app.command(short_help="Train a network; writes a run directory (config, metrics, checkpoint).")
 def train(
     ctx: typer.Context,
-    model: ModelName = typer.Option(ModelName.small_mnistfc, "--model", "-m", help="Network from the model zoo."),
+    model: ModelName = typer.Option(ModelName.small_mnistfc, "--model", "-m", metavar="MODEL",
+                                    help="Network from the model zoo: " + ", ".join(m.value for m in ModelName) + "."),
     dataset: str = typer.Option(
-        "digits", "--dataset", "-d", help="digits (embedded), fashion-mnist, mnist, cifar10, ptb, or text:PATH."
+        "digits", "--dataset", "-d", metavar="NAME", help="digits (embedded), fashion-mnist, mnist, cifar10, ptb, or text:PATH."
     ),
     optimizer: OptimizerName = typer.Option(OptimizerName.sgd, "--optimizer", "-o", help="Training algorithm."),
     epochs: Optional[int] = typer.Option(
-        None, "--epochs", "-e", help="Outer epochs: parameter updates x batch size / training-set size. [default: 5]"
+        None, "--epochs", "-e", min=1, metavar="N",
+        help="Outer epochs: parameter updates x batch size / training-set size. [default: 5]"
     ),
-    batch_size: int = typer.Option(128, "--batch-size", "-b", help="Minibatch size."),
+    batch_size: int = typer.Option(128, "--batch-size", "-b", min=1, metavar="B",
+                                   help="Minibatch size of the training updates."),
     lr: Optional[float] = typer.Option(
-        None, "--lr", help="Outer learning rate [default: sgd 0.1, adam 1e-3, entropy-sgd 1.0, entropy-adam 1e-2, replicated-sgd 0.1, sam 0.1]."
+        None, "--lr", callback=POSITIVE, metavar="LR",
+        help="Outer learning rate [default: sgd 0.1, adam 1e-3, entropy-sgd 1.0, entropy-adam 1e-2, "
+        "replicated-sgd 0.1, sam 0.1]."
     ),
-    momentum: float = typer.Option(0.9, help="Momentum of the (outer) SGD update."),
+    momentum: float = typer.Option(0.9, callback=_bounded(0.0, 1.0, high_open=True), metavar="M",
+                                   help="Momentum of the (outer) SGD update."),
     nesterov: bool = typer.Option(True, "--nesterov/--no-nesterov", help="Nesterov momentum."),
-    weight_decay: float = typer.Option(0.0, help="L2 weight decay."),
+    weight_decay: float = typer.Option(0.0, callback=NON_NEGATIVE, metavar="WD", help="L2 weight decay."),
     lr_milestones: Optional[str] = typer.Option(
-        None, help="Outer epochs after which the learning rate is multiplied by --lr-decay, e.g. 30,60,90."
+        None, metavar="E1,E2,...",
+        help="Outer epochs after which the learning rate is multiplied by --lr-decay, e.g. 30,60,90."
     ),
-    lr_decay: float = typer.Option(0.1, help="Learning-rate factor at each milestone."),
+    lr_decay: float = typer.Option(0.1, callback=POSITIVE, metavar="F", help="Learning-rate factor at each milestone."),
     langevin_steps: Optional[int] = typer.Option(
-        None, "--L", "-L", help="Entropy-SGD/Adam: SGLD steps per update (Alg. 1) [default: 20 / 5]."
+        None, "--langevin-steps", "-L", min=1, metavar="L",
+        help="Entropy-SGD/Adam: SGLD steps per update (Alg. 1) [default: 20 / 5]."
     ),
-    sgld_lr: float = typer.Option(0.1, help="Entropy-SGD/Adam: SGLD step size eta'."),
-    noise: float = typer.Option(1e-4, help="Entropy-SGD/Adam: thermal noise epsilon."),
-    gamma: Optional[float] = typer.Option(None, help="Entropy-SGD/Adam: initial scope gamma_0 [default: 0.03 / 0.01]."),
+    sgld_lr: float = typer.Option(0.1, callback=POSITIVE, metavar="LR", help="Entropy-SGD/Adam: SGLD step size eta'."),
+    noise: float = typer.Option(1e-4, callback=NON_NEGATIVE, metavar="EPS",
+                                help="Entropy-SGD/Adam: thermal noise epsilon."),
+    gamma: Optional[float] = typer.Option(None, callback=POSITIVE, metavar="G",
+                                          help="Entropy-SGD/Adam: initial scope gamma_0 [default: 0.03 / 0.01]."),
     scoping: Optional[float] = typer.Option(
-        None, help="Entropy-SGD/Adam: gamma_t = gamma_0 (1 + scoping)^t (Sec. 4.3) [default: 1e-3 / 0]."
+        None, callback=NON_NEGATIVE, metavar="S",
+        help="Entropy-SGD/Adam: gamma_t = gamma_0 (1 + scoping)^t (Sec. 4.3) [default: 1e-3 / 0]."
     ),
-    alpha: float = typer.Option(0.75, help="Entropy-SGD/Adam: weight of the newest SGLD sample in mu."),
+    alpha: float = typer.Option(0.75, callback=_bounded(0.0, 1.0), metavar="A",
+                                help="Entropy-SGD/Adam: weight of the newest SGLD sample in mu."),
     sgld_momentum: float = typer.Option(
-        0.0, help="Entropy-SGD/Adam: Nesterov momentum on the SGLD data gradient (paper Sec. 5.2 uses it in both "
+        0.0, callback=_bounded(0.0, 1.0, high_open=True), metavar="M",
+        help="Entropy-SGD/Adam: Nesterov momentum on the SGLD data gradient (paper Sec. 5.2 uses it in both "
         "loops; 0 = Alg. 1 as printed)."
     ),
     noise_rng: NoiseRng = typer.Option(
         NoiseRng.auto, help="Where the SGLD/replica noise comes from: auto (MKL's Philox on the CPU when installed, "
         "several times faster than torch's CPU generator; else torch), torch, or mkl."
     ),
-    replicas: int = typer.Option(3, help="Replicated-SGD: number of replicas y."),
-    coupling: float = typer.Option(1e-3, help="Replicated-SGD: initial coupling g_0."),
-    coupling_growth: float = typer.Option(1e-3, help="Replicated-SGD: g_t = g_0 (1 + growth)^t."),
-    rho: float = typer.Option(0.05, help="SAM: neighbourhood radius."),
+    replicas: int = typer.Option(3, min=1, metavar="Y", help="Replicated-SGD: number of replicas y."),
+    coupling: float = typer.Option(1e-3, callback=NON_NEGATIVE, metavar="G", help="Replicated-SGD: initial coupling g_0."),
+    coupling_growth: float = typer.Option(1e-3, callback=NON_NEGATIVE, metavar="R",
+                                          help="Replicated-SGD: g_t = g_0 (1 + growth)^t."),
+    rho: float = typer.Option(0.05, callback=POSITIVE, metavar="RHO", help="SAM: neighbourhood radius."),
     adaptive: bool = typer.Option(False, "--adaptive/--no-adaptive", help="SAM: adaptive ASAM perturbation."),
     sam_base: SamBase = typer.Option(SamBase.sgd, help="SAM: base optimizer."),
-    model_arg: List[str] = typer.Option([], "--model-arg", help="Model constructor argument KEY=VALUE (repeatable)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where dataset files live (else $LANDSCAPE_DATA)."),
+    model_arg: List[str] = typer.Option([], "--model-arg", metavar="KEY=VALUE",
+                                        help="Model constructor argument (repeatable)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", metavar="DIR",
+                                            help="Where dataset files live (else $LANDSCAPE_DATA)."),
     normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Standardise inputs with train statistics."),
-    preprocess: Optional[str] = typer.Option(None, help="Extra preprocessing, e.g. gcn-zca for cifar10."),
-    val_fraction: float = typer.Option(0.1, help="Fraction of the training split held out for validation."),
-    seq_len: Optional[int] = typer.Option(None, help="Window length for text / ptb."),
-    train_subset: Optional[int] = typer.Option(None, help="Train on the first N samples of the train split only "
-                                                          "(validation and test untouched)."),
-    vocab: Optional[str] = typer.Option(None, help="text:PATH only: file (its distinct characters) [default] or "
-                                                   "ascii96 (the paper's 96 symbols)."),
-    seed: int = typer.Option(0, help="Seed of initialisation, data order and SGLD noise."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory [default: runs/MODEL-OPTIMIZER-DATASET-sSEED]."),
-    device: str = typer.Option("auto", help="auto (CUDA if present), cpu, cuda, cuda:N."),
+    preprocess: Optional[str] = typer.Option(None, metavar="NAME", help="Extra preprocessing, e.g. gcn-zca for cifar10."),
+    val_fraction: float = typer.Option(0.1, callback=_bounded(0.0, 1.0, high_open=True), metavar="F",
+                                       help="Fraction of the training split held out for validation."),
+    seq_len: Optional[int] = typer.Option(None, min=1, metavar="T", help="Window length for text / ptb."),
+    train_subset: Optional[int] = typer.Option(None, min=1, metavar="N",
+                                               help="Train on the first N samples of the train split only "
+                                                    "(validation and test untouched)."),
+    vocab: Optional[str] = typer.Option(None, metavar="file|ascii96",
+                                        help="text:PATH only: file (its distinct characters) [default] or "
+                                             "ascii96 (the paper's 96 symbols)."),
+    seed: int = typer.Option(0, metavar="S", help="Seed of initialisation, data order and SGLD noise."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR",
+                                       help="Run directory [default: runs/MODEL-OPTIMIZER-DATASET-sSEED]."),
+    device: str = typer.Option("auto", metavar="DEVICE", help="auto (CUDA if present), cpu, cuda, cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out (and its derived results)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-epoch lines."),
@@ -200,6 +302,9 @@ def train(
     from landscape.train import train as run_train
 
     def go():
+        if not resume:
+            refuse_unused(ctx, TRAIN_SPECIFIC, used_train_options(optimizer.value, sam_base.value, dataset),
+                          f"--optimizer {optimizer.value} on --dataset {dataset}")
         if resume:
             if out is None:
                 raise LandscapeError("--resume needs --out RUN_DIR naming the run to continue.")
@@ -327,52 +432,131 @@ class Mode(str, enum.Enum):
     train = "train"
 
 
-@app.command()
+# Options every curvature / flatness command shares, with one meaning and one default everywhere.
+def samples_option(default: int = 1000):
+    return typer.Option(default, "--samples", "-n", min=1, metavar="N",
+                        help="Data samples N: the loss is their mean (first N of --split in order, or a random "
+                             "subset with --subset-seed).")
+
+
+def subset_seed_option():
+    return typer.Option(None, "--subset-seed", metavar="S",
+                        help="Draw the N samples at random with this seed [default: the first N in order].")
+
+
+def seed_option():
+    return typer.Option(0, "--seed", metavar="S", help="Seed of the random draws: probes, start vectors, noise, chains.")
+
+
+def chunk_option():
+    return typer.Option(256, "--chunk-size", min=1, metavar="B",
+                        help="Samples per forward pass: memory and speed only, the result is the mean over all N.")
+
+
+def draws_option(default: int, what: str):
+    return typer.Option(default, "--draws", min=1, metavar="M", help=f"Monte-Carlo draws: {what}.")
+
+
+def force_option():
+    return typer.Option(False, "--force", help="Replace a result in the output folder that was computed with "
+                                               "other settings (without it such a rerun is refused).")
+
+
+# Options of `spectrum` that only some methods use (parameter name -> flag), and which method uses which.
+SPECTRUM_SPECIFIC = {
+    "operator": "--operator", "k": "--k", "which": "--which", "tol": "--tol", "max_iters": "--max-iters",
+    "num_probes": "--probes", "num_iters": "--iters", "trace_rel": "--trace-rel", "max_probes": "--max-probes",
+    "fisher": "--fisher", "draws": "--draws", "storage": "--storage", "block_size": "--block-size",
+    "keep_matrix": "--keep-matrix", "dense_method": "--dense-method", "dense_workspace": "--dense-workspace",
+    "eigensolver": "--eigensolver", "build_only": "--build-only",
+}
+_FISHER_OPTIONS = {"fisher", "draws"}  # used with --method fisher-diag or --operator fisher only
+SPECTRUM_USES = {
+    "exact": {"operator", "storage", "block_size", "keep_matrix", "dense_method", "dense_workspace", "eigensolver",
+              "build_only"},
+    "lanczos": {"operator", "k", "which", "tol", "max_iters"},
+    "slq": {"operator", "num_probes", "num_iters"},
+    "trace": {"operator", "trace_rel", "max_probes"},
+    "fisher-diag": set(),
+}
+
+
+@app.command(short_help="Curvature spectrum of a checkpoint (exact, Lanczos, SLQ, trace, Fisher diagonal).")
 def spectrum(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint.pt (or the run directory holding it)."),
+    ctx: typer.Context,
+    checkpoint: Path = typer.Argument(..., metavar="RUN", help="A checkpoint.pt (or the run directory holding it)."),
     method: Method = typer.Option(Method.lanczos, "--method", help="exact | lanczos | slq | trace | fisher-diag."),
     operator: Operator = typer.Option(Operator.hessian, "--operator", help="Curvature matrix: hessian, ggn or fisher."),
-    samples: int = typer.Option(1000, "--samples", "-n", help="Number of samples N (the loss is their mean)."),
-    split: str = typer.Option("train", "--split", help="train, val or test."),
-    batch_size: int = typer.Option(256, "--batch-size", "-b", help="Samples per forward pass (memory, not the result)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random subset and probe seed [default: first N in order]."),
+    samples: int = samples_option(),
+    split: str = typer.Option("train", "--split", metavar="SPLIT", help="train, val or test."),
+    chunk_size: int = chunk_option(),
+    seed: int = seed_option(),
+    subset_seed: Optional[int] = subset_seed_option(),
     mode: Mode = typer.Option(Mode.eval, "--mode", help="Model mode while differentiating."),
     dtype: Precision = typer.Option(Precision.float64, "--dtype", help="Precision of products and of the eigensolve."),
-    k: int = typer.Option(20, "--k", help="Lanczos: number of eigenvalues (per end with --which both)."),
+    k: int = typer.Option(20, "--k", min=1, metavar="K",
+                          help="Lanczos: number of eigenvalues (per end with --which both)."),
     which: Which = typer.Option(Which.LA, "--which", help="Lanczos: LA largest, SA smallest, both, LM magnitude."),
-    tol: float = typer.Option(1e-8, "--tol", help="Lanczos: relative eigenvalue error (Kato-Temple bound) to stop at."),
-    num_probes: int = typer.Option(10, "--probes", help="SLQ: number of random probes."),
-    num_iters: int = typer.Option(90, "--iters", help="SLQ: Lanczos steps per probe."),
-    trace_rel: float = typer.Option(0.01, "--trace-rel", help="Trace: stop at this relative standard error."),
-    fisher: FisherKind = typer.Option(FisherKind.empirical, "--fisher", help="fisher-diag: empirical, mc, exact (true Fisher = diag GGN) or adam; fisher operator: empirical or mc."),
-    mc_samples: int = typer.Option(1, "--mc-samples", help="MC Fisher: label draws per input."),
+    tol: float = typer.Option(1e-8, "--tol", callback=FRACTION, metavar="TOL",
+                              help="Lanczos: relative eigenvalue error (Kato-Temple bound) to stop at."),
+    max_iters: Optional[int] = typer.Option(None, "--max-iters", min=1, metavar="M",
+                                            help="Lanczos: cap on the steps [default: max(20 k + 50, 100)]; the "
+                                                 "result says whether every Ritz value converged before it."),
+    num_probes: int = typer.Option(10, "--probes", min=1, metavar="P", help="SLQ: number of random probes."),
+    num_iters: int = typer.Option(90, "--iters", min=1, metavar="M", help="SLQ: Lanczos steps per probe."),
+    trace_rel: float = typer.Option(0.01, "--trace-rel", callback=FRACTION, metavar="R",
+                                    help="Trace: stop at this relative standard error."),
+    max_probes: int = typer.Option(1000, "--max-probes", min=1, metavar="P",
+                                   help="Trace: cap on the probes; the result says whether --trace-rel was met."),
+    fisher: FisherKind = typer.Option(FisherKind.empirical, "--fisher",
+                                      help="fisher-diag: empirical, mc, exact (true Fisher = diag GGN) or adam; "
+                                           "fisher operator: empirical or mc."),
+    draws: int = draws_option(1, "labels drawn per input for the MC Fisher (--fisher mc)"),
     storage: Precision = typer.Option(Precision.float64, "--storage", help="Exact: precision of the stored matrix."),
-    block_size: int = typer.Option(64, "--block-size", help="Exact: columns per block product."),
-    keep_matrix: bool = typer.Option(False, "--keep-matrix", help="Exact: keep hessian.bin after the solve (the solve never writes to it)."),
+    block_size: int = typer.Option(64, "--block-size", min=1, metavar="B", help="Exact: columns per block product."),
+    keep_matrix: bool = typer.Option(False, "--keep-matrix",
+                                     help="Exact: keep hessian.bin after the solve (the solve never writes to it)."),
     dense_method: DenseMethod = typer.Option(
-        DenseMethod.auto, "--dense-method", help="Exact: ggn (GGN block + HVP columns, exact for ReLU nets), hvp, or auto."
+        DenseMethod.auto, "--dense-method",
+        help="Exact: ggn (GGN block + HVP columns, exact for ReLU nets), hvp, or auto."
     ),
     dense_workspace: str = typer.Option(
-        "auto", "--dense-workspace", help="Exact: memory the build's temporaries may take beside the matrix: auto "
+        "auto", "--dense-workspace", metavar="SIZE",
+        help="Exact: memory the build's temporaries may take beside the matrix: auto "
         "(max(16 MiB, matrix/12)), none (fixed caps: faster, more memory) or a size such as 512M or 2G."),
-    eigensolver: Eigensolver = typer.Option(Eigensolver.auto, "--eigensolver", help="Exact: mkl, scipy, torch (torch.linalg.eigvalsh on --device), or auto (the GPU where the solve fits, else MKL if installed, else scipy)."),
-    build_only: bool = typer.Option(False, "--build-only", help="Exact: build the dense matrix (resumable) and stop before the eigensolve; the same command without it then only solves."),
-    params: List[str] = typer.Option([], "--param", help="Restrict to these parameter tensors / module prefixes."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where dataset files live."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder [default: RUN_DIR/spectrum-METHOD]."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda, cuda:N."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress (a bar on a terminal, a line every 30 s otherwise)."),
+    eigensolver: Eigensolver = typer.Option(
+        Eigensolver.auto, "--eigensolver",
+        help="Exact: mkl, scipy, torch (torch.linalg.eigvalsh on --device), or auto (the GPU where the solve fits, "
+             "else MKL if installed, else scipy)."),
+    build_only: bool = typer.Option(
+        False, "--build-only", help="Exact: build the dense matrix (resumable) and stop before the eigensolve; the "
+                                    "same command without it then only solves."),
+    params: List[str] = typer.Option([], "--param", metavar="NAME",
+                                     help="Restrict to these parameter tensors / module prefixes (repeatable)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", metavar="DIR", help="Where dataset files live."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR",
+                                       help="Output folder [default: RUN_DIR/spectrum-METHOD]."),
+    force: bool = force_option(),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto (CUDA if present), cpu, cuda, cuda:N."),
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="No progress (a bar on a terminal, a line every 30 s otherwise)."),
 ) -> None:
     """Curvature spectrum of a checkpoint: writes DIR/spectrum.npz and DIR/spectrum.json."""
     from landscape.spectrum import SpectrumConfig, compute_spectrum
 
     def go():
+        used = SPECTRUM_USES[method.value] - _FISHER_OPTIONS
+        if method.value == "fisher-diag" or operator.value == "fisher":
+            used |= {"fisher"} | ({"draws"} if fisher.value == "mc" else set())
+        refuse_unused(ctx, SPECTRUM_SPECIFIC, used, f"--method {method.value}"
+                      + (f" --operator {operator.value}" if method.value != "fisher-diag" else ""))
         config = SpectrumConfig(
             checkpoint=str(checkpoint), method=method.value, operator=operator.value, samples=samples, split=split,
-            batch_size=batch_size, seed=seed, mode=mode.value, dtype=dtype.value, device=device,
-            out=None if out is None else str(out), data_dir=None if data_dir is None else str(data_dir),
-            params=tuple(params) or None, k=k, which=which.value, tol=tol, num_probes=num_probes,
-            num_iters=num_iters, trace_rel=trace_rel, fisher=fisher.value, mc_samples=mc_samples,
+            batch_size=chunk_size, seed=seed, subset_seed=subset_seed, mode=mode.value, dtype=dtype.value,
+            device=device, out=None if out is None else str(out),
+            data_dir=None if data_dir is None else str(data_dir), params=tuple(params) or None, k=k,
+            which=which.value, tol=tol, max_iters=max_iters, num_probes=num_probes, num_iters=num_iters,
+            trace_rel=trace_rel, max_probes=max_probes, fisher=fisher.value, mc_samples=draws,
             storage_dtype=storage.value, block_size=block_size, keep_matrix=keep_matrix,
             dense_method=dense_method.value, dense_workspace=dense_workspace, eigensolver=eigensolver.value,
             build_only=build_only,
@@ -383,22 +567,34 @@ def spectrum(
             if method.value == "exact" and (target / "hessian.json").exists()
             else "no spectrum was written."
         )
-        out_dir, summary = compute_spectrum(config, progress=not quiet)
-        if summary.get("built"):
-            console.print(f"built the dense matrix in {out_dir} ({summary['n_params']} parameters, "
-                          f"{summary['dense_build_s']:.0f} s of building, method {summary['dense_method']}); run the "
-                          "same command without --build-only to solve it.", highlight=False, soft_wrap=True)
-            return
-        parts = [f"n_params {summary['n_params']}"]
-        for key in ("lambda_max", "lambda_min", "trace"):
-            if key in summary:
-                parts.append(f"{key} {summary[key]:.6g}")
-        if "fraction_abs_below" in summary and method.value == "exact":
-            parts.append(f"|lambda|<1e-4: {summary['fraction_abs_below']['1e-4']:.1%}")
-        parts.append(f"{summary['hvp_count']} products, {summary['wall_s']:.1f} s")
-        console.print(f"wrote {out_dir}/spectrum.{{npz,json}}: " + ", ".join(parts), highlight=False, soft_wrap=True)
+        out_dir, summary = compute_spectrum(config, progress=not quiet, force=force)
+        for line in summarise_spectrum(out_dir, summary):
+            console.print(line, highlight=False, soft_wrap=True)
 
     run_guarded(go)
+
+
+def summarise_spectrum(out_dir: Path, summary: dict) -> list[str]:
+    """What the terminal shows of a spectrum result (the JSON holds everything)."""
+    if summary.get("built"):
+        return [f"built the dense matrix in {out_dir} ({summary['n_params']} parameters, "
+                f"{summary['dense_build_s']:.0f} s of building, method {summary['dense_method']}); run the "
+                "same command without --build-only to solve it."]
+    parts = [f"n_params {summary['n_params']}"]
+    for key in ("lambda_max", "lambda_min", "lambda_abs_max", "ritz_max", "ritz_min", "trace"):
+        if key in summary and not (key.startswith("ritz") and summary.get("method") != "lanczos"):
+            parts.append(f"{key} {summary[key]:.6g}")
+    if summary.get("method") == "lanczos":
+        parts.append(f"{summary['k']} {summary['which']} Ritz values")
+    if "fraction_abs_below" in summary and summary.get("method") == "exact":
+        parts.append(f"|lambda|<1e-4: {summary['fraction_abs_below']['1e-4']:.1%}")
+    parts.append(f"{summary['hvp_count']} products, {summary['wall_s']:.1f} s")
+    lines = [f"wrote {out_dir}/spectrum.{{npz,json}}: " + ", ".join(parts)]
+    if summary.get("replaced"):
+        changed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in summary["replaced"].items())
+        lines.append(f"replaced the earlier result in {out_dir} ({changed})")
+    lines.extend(f"warning: {w}" for w in summary.get("warnings") or [])
+    return lines
 
 
 class Measure(str, enum.Enum):
@@ -428,89 +624,102 @@ def parse_float_list(text: Optional[str], option: str) -> tuple[float, ...]:
     if not text:
         return ()
     try:
-        return tuple(float(part) for part in text.replace(" ", "").split(",") if part)
+        values = tuple(float(part) for part in text.replace(" ", "").split(",") if part)
     except ValueError:
         raise LandscapeError(f"{option} expects comma-separated numbers like 0,0.01,0.1, got '{text}'.") from None
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        raise LandscapeError(f"{option} expects finite numbers >= 0, got '{text}'.")
+    return values
 
 
 # CLI option -> the FlatnessConfig field it sets (options not listed apply to every measure)
 _FLATNESS_OPTION_FIELDS = {
-    "gamma": "gammas", "method": "method", "sigmas": "sigmas", "samples": "samples", "split": "split",
+    "gamma": "gammas", "method": "method", "sigmas": "sigmas", "draws": "samples", "split": "split",
     "eval_splits": "eval_splits", "noise": "noise", "beta": "beta", "spectrum_dir": "spectrum",
     "steps_per_level": "num_steps", "burn_in": "burn_in", "target": "target", "metric": "metric",
     "epsilon": "epsilon", "steps": "steps", "hessian": "hessian",
 }
+_FLATNESS_FLAGS = {"gamma": "--gamma", "spectrum_dir": "--spectrum", "steps_per_level": "--sgld-steps"}
 
 
-@app.command()
+@app.command(short_help="Flatness of a checkpoint (local entropy, local energy, sharpness, PAC-Bayes, Fisher-Rao).")
 def flatness(
     ctx: typer.Context,
-    checkpoint: Path = typer.Argument(..., help="A checkpoint.pt (or the run directory holding it)."),
+    checkpoint: Path = typer.Argument(..., metavar="RUN", help="A checkpoint.pt (or the run directory holding it)."),
     measure: Measure = typer.Option(
         Measure.local_energy, "--measure", help="local-entropy | local-energy | sharpness | pac-bayes | fisher-rao."
     ),
-    gamma: List[float] = typer.Option([], "--gamma", help="Local entropy: scope gamma (repeatable) [default: 1, 10, 100]."),
+    gamma: List[float] = typer.Option([], "--gamma", callback=POSITIVE, metavar="G",
+                                      help="Local entropy: scope gamma (repeatable) [default: 1, 10, 100]."),
     method: EntropyMethod = typer.Option(EntropyMethod.sgld, "--method", help="Local entropy: sgld or laplace."),
     sigmas: Optional[str] = typer.Option(
-        None, "--sigmas", help="Local energy: noise levels, comma-separated [default: 0,0.01,0.02,0.05,0.1,0.2,0.3,0.5]."
+        None, "--sigmas", metavar="S1,S2,...",
+        help="Local energy: noise levels, comma-separated [default: 0,0.01,0.02,0.05,0.1,0.2,0.3,0.5]."
     ),
-    samples: int = typer.Option(
-        20, "--samples", "-M", help="Monte-Carlo noise draws per sigma (local-energy, pac-bayes); SGLD chains."
-    ),
-    data_samples: int = typer.Option(
-        1000, "--data-samples", "-n", help="Samples N per split (first N in order); local-energy may use more."
-    ),
-    split: str = typer.Option("train", "--split", help="Split for local-entropy, sharpness, pac-bayes, fisher-rao."),
-    eval_splits: str = typer.Option("train,test", "--eval-splits", help="Local energy: splits to evaluate."),
+    samples: int = samples_option(),
+    draws: int = draws_option(20, "noise draws per sigma (local-energy, pac-bayes); SGLD chains (local-entropy)"),
+    split: str = typer.Option("train", "--split", metavar="SPLIT",
+                              help="Split for local-entropy, sharpness, pac-bayes, fisher-rao."),
+    eval_splits: str = typer.Option("train,test", "--eval-splits", metavar="SPLITS",
+                                    help="Local energy: splits to evaluate."),
     noise: Noise = typer.Option(Noise.multiplicative, "--noise", help="Local energy: w(1+sigma z) or w+sigma z."),
-    beta: Optional[float] = typer.Option(None, "--beta", help="Local entropy: energy = beta x mean loss [default: N]."),
+    beta: Optional[float] = typer.Option(None, "--beta", callback=POSITIVE, metavar="BETA",
+                                         help="Local entropy: energy = beta x mean loss [default: N]."),
     spectrum_dir: Optional[Path] = typer.Option(
-        None, "--spectrum", help="Local entropy, laplace: folder of an exact spectrum on the same samples."
+        None, "--spectrum", metavar="DIR", help="Local entropy, laplace: folder of an exact spectrum on the same samples."
     ),
-    steps_per_level: int = typer.Option(400, "--sgld-steps", help="Local entropy, sgld: measured steps per scope level."),
-    burn_in: int = typer.Option(150, "--burn-in", help="Local entropy, sgld: burn-in steps per level."),
-    target: float = typer.Option(0.1, "--target", help="PAC-Bayes: allowed deviation of the metric."),
+    steps_per_level: int = typer.Option(400, "--sgld-steps", min=1, metavar="T",
+                                        help="Local entropy, sgld: measured steps per scope level."),
+    burn_in: int = typer.Option(150, "--burn-in", min=0, metavar="T",
+                                help="Local entropy, sgld: burn-in steps per level."),
+    target: float = typer.Option(0.1, "--target", callback=POSITIVE, metavar="D",
+                                 help="PAC-Bayes: allowed deviation of the metric."),
     metric: DeviationMetric = typer.Option(DeviationMetric.error, "--metric", help="PAC-Bayes: error or loss."),
-    epsilon: float = typer.Option(1e-3, "--epsilon", help="Sharpness: box half-width (relative)."),
-    steps: int = typer.Option(20, "--steps", help="Sharpness: projected ascent steps."),
+    epsilon: float = typer.Option(1e-3, "--epsilon", callback=POSITIVE, metavar="EPS",
+                                  help="Sharpness: box half-width (relative)."),
+    steps: int = typer.Option(20, "--steps", min=1, metavar="T", help="Sharpness: projected ascent steps."),
     hessian: bool = typer.Option(True, "--hessian/--no-hessian", help="Sharpness: also Hessian lambda_max and trace."),
-    batch_size: int = typer.Option(1024, "--batch-size", "-b", help="Samples per forward pass (memory, not the result)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of noise draws, chains and probes."),
-    subset_seed: Optional[int] = typer.Option(None, "--subset-seed", help="Draw the N samples at random with this seed."),
+    chunk_size: int = chunk_option(),
+    seed: int = seed_option(),
+    subset_seed: Optional[int] = subset_seed_option(),
     dtype: Precision = typer.Option(Precision.float64, "--dtype", help="Precision of the network evaluations."),
-    params: List[str] = typer.Option([], "--param", help="Restrict to these parameter tensors / module prefixes."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where dataset files live."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder [default: the run directory]."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda, cuda:N."),
+    params: List[str] = typer.Option([], "--param", metavar="NAME",
+                                     help="Restrict to these parameter tensors / module prefixes (repeatable)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", metavar="DIR", help="Where dataset files live."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="Output folder [default: the run directory]."),
+    force: bool = force_option(),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto (CUDA if present), cpu, cuda, cuda:N."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Flatness of a checkpoint: writes DIR/flatness-MEASURE.json with estimates, errors, settings, wall time."""
     from landscape.flatness.stage import DEFAULT_GAMMAS, DEFAULT_SIGMAS, MEASURE_SETTINGS, FlatnessConfig, compute_flatness
 
     def go():
-        used = MEASURE_SETTINGS[measure.value]
-        for option, field_name in _FLATNESS_OPTION_FIELDS.items():
-            if field_name not in used and _given_on_command_line(ctx, option):
-                flag = "--" + {"gamma": "gamma", "spectrum_dir": "spectrum", "steps_per_level": "sgld-steps"}.get(
-                    option, option.replace("_", "-"))
-                hint = " (it computes both noise models)" if option == "noise" and measure.value == "pac-bayes" else ""
-                raise LandscapeError(f"{flag} is not used by --measure {measure.value}{hint}; its options are "
-                                     f"{', '.join(used)} plus the common ones.")
+        used = {option for option, field_name in _FLATNESS_OPTION_FIELDS.items()
+                if field_name in MEASURE_SETTINGS[measure.value]}
+        flags = {option: _FLATNESS_FLAGS.get(option, "--" + option.replace("_", "-"))
+                 for option in _FLATNESS_OPTION_FIELDS}
+        if measure.value == "pac-bayes" and _given_on_command_line(ctx, "noise"):
+            raise LandscapeError("--noise is not used by --measure pac-bayes (it computes both noise models).")
+        refuse_unused(ctx, flags, used, f"--measure {measure.value}")
         config = FlatnessConfig(
-            checkpoint=str(checkpoint), measure=measure.value, data_samples=data_samples, split=split,
-            eval_splits=tuple(s for s in eval_splits.replace(" ", "").split(",") if s), batch_size=batch_size,
+            checkpoint=str(checkpoint), measure=measure.value, data_samples=samples, split=split,
+            eval_splits=tuple(s for s in eval_splits.replace(" ", "").split(",") if s), batch_size=chunk_size,
             seed=seed, subset_seed=subset_seed, dtype=dtype.value, device=device,
             out=None if out is None else str(out), data_dir=None if data_dir is None else str(data_dir),
-            params=tuple(params) or None, samples=samples, gammas=tuple(gamma) or DEFAULT_GAMMAS, method=method.value,
+            params=tuple(params) or None, samples=draws, gammas=tuple(gamma) or DEFAULT_GAMMAS, method=method.value,
             beta=beta, spectrum=None if spectrum_dir is None else str(spectrum_dir), num_steps=steps_per_level,
             burn_in=burn_in, sigmas=parse_float_list(sigmas, "--sigmas") or DEFAULT_SIGMAS, noise=noise.value,
             target=target, metric=metric.value, epsilon=epsilon, steps=steps, hessian=hessian,
         )
         log = stderr_log(quiet)
-        path, result = compute_flatness(config, log=log)
+        path, result = compute_flatness(config, log=log, force=force)
         for line in summarise_flatness(result):
             console.print(line, highlight=False, soft_wrap=True)
-        console.print(f"wrote {path} ({result['wall_s']:.1f} s)", highlight=False, soft_wrap=True)
+        if result.get("replaced"):
+            changed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in result["replaced"].items())
+            console.print(f"replaced the earlier result in {path} ({changed})", highlight=False, soft_wrap=True)
+        console.print(f"wrote {path} ({format_seconds(result['wall_s'])})", highlight=False, soft_wrap=True)
 
     run_guarded(go)
 
@@ -577,13 +786,13 @@ def _config_from_run(run_dir: Path, *, epochs: Optional[int], device: str, data_
     return dataclasses.replace(config, **changes)
 
 
-@app.command()
+@app.command(short_help="One self-contained HTML page from run directories.")
 def report(
-    run_dirs: List[Path] = typer.Argument(..., help="Run directories (or folders holding them, or Fig. 2 folders).",
+    run_dirs: List[Path] = typer.Argument(..., metavar="RUN...", help="Run directories (or folders holding them, or Fig. 2 folders).",
                                           show_default=False),
-    out: Path = typer.Option(Path("reports/report"), "--out", help="Folder for index.html."),
-    title: Optional[str] = typer.Option(None, "--title", help="Page title [default: the name of --out]."),
-    max_train_error: float = typer.Option(0.5, "--max-train-error", help="Correlation study: leave out models "
+    out: Path = typer.Option(Path("reports/report"), "--out", metavar="DIR", help="Folder for index.html."),
+    title: Optional[str] = typer.Option(None, "--title", metavar="TEXT", help="Page title [default: the name of --out]."),
+    max_train_error: float = typer.Option(0.5, "--max-train-error", callback=_bounded(0.0, 1.0), metavar="E", help="Correlation study: leave out models "
                                           "whose final training error is above this (they did not train)."),
     archive: bool = typer.Option(False, "--archive", help="Also copy the small files the page is built from "
                                  "(configs, metrics, spectra, flatness; no checkpoints or matrices) to OUT/runs, so "
@@ -616,17 +825,18 @@ class Scale(str, enum.Enum):
     full = "full"
 
 
-@app.command()
+@app.command(short_help="Run one of the papers' results end to end (resumable).")
 def reproduce(
     target: Target = typer.Argument(..., help="Which result: fig1, fig2, fig3, table1, correlation or all."),
     scale: Scale = typer.Option(Scale.quick, "--scale", help="quick: minutes on 2 CPU cores on the embedded digits; "
                                                              "full: the paper's settings as far as this machine allows."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for index.html [default: reports/SCALE]."),
-    runs: Optional[Path] = typer.Option(None, "--runs", help="Where the runs go [default: runs/<name of --out>]."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Override the scale's dataset."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where dataset files live."),
-    text: Optional[Path] = typer.Option(None, "--text", help="UTF-8 text for char-lstm (full scale, Fig. 3b)."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda, cuda:N."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="Folder for index.html [default: reports/SCALE]."),
+    runs: Optional[Path] = typer.Option(None, "--runs", metavar="DIR",
+                                        help="Where the runs go [default: runs/<name of --out>]."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", metavar="NAME", help="Override the scale's dataset."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", metavar="DIR", help="Where dataset files live."),
+    text: Optional[Path] = typer.Option(None, "--text", metavar="FILE", help="UTF-8 text for char-lstm (full scale, Fig. 3b)."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto (CUDA if present), cpu, cuda, cuda:N."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the steps (done / to do) and stop."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ) -> None:
@@ -642,13 +852,24 @@ def reproduce(
         interrupt_hint[0] = lambda: "finished steps are kept; run the same command again to continue."
         path = run_reproduce(config, log=log, dry_run=dry_run, progress=not quiet)
         if path is not None:
-            console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+            console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False, soft_wrap=True)
 
     run_guarded(go)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import landscape
+
+        console.print(f"landscape {landscape.__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
     """landscape: train with flatness-seeking optimizers, measure the minima they reach."""
 
 

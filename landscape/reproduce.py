@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +89,17 @@ class Plan:
 
 # ------------------------------------------------------------------ building blocks
 
+#: Config fields whose command-line flag has another name (one vocabulary across subcommands).
+FLAG_NAMES = {"L": "langevin-steps", "data_samples": "samples", "batch_size": "chunk-size"}
+
+
+def _flag(field_name: str, stage: str) -> str:
+    """The command-line flag of a config field: train keeps --batch-size (its minibatch)."""
+    if stage == "train" and field_name == "batch_size":
+        return "--batch-size"
+    return "--" + FLAG_NAMES.get(field_name, field_name.replace("_", "-"))
+
+
 def _flag_value(value) -> str:
     """How the CLI spells a setting: lists comma-separated (``--lr-milestones 30,60,90``)."""
     if isinstance(value, (tuple, list)):
@@ -134,7 +144,7 @@ def _train_step(plan: Plan, target: str, run_dir: Path, config_kwargs: dict, dev
         partial = (run_dir / "checkpoint.pt").exists() and (run_dir / "config.json").exists()
         train(config, resume=partial, progress=plan.progress)
 
-    options = " ".join([f"--{k.replace('_', '-')} {_flag_value(v)}" for k, v in config_kwargs.items()
+    options = " ".join([f"{_flag(k, 'train')} {_flag_value(v)}" for k, v in config_kwargs.items()
                         if k not in ("model", "dataset", "optimizer", "model_kwargs")]
                        + [f"--model-arg {k}={v}" for k, v in config_kwargs.get("model_kwargs", {}).items()])
     command = (f"landscape train --model {config.model} --dataset {config.dataset} --optimizer {config.optimizer} "
@@ -160,7 +170,7 @@ def _spectrum_step(plan: Plan, target: str, run_dir: Path, method: str, device: 
     out = config.output_dir()
     if plan.has(run_dir, f"spectrum {method}"):
         return
-    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
+    flags = " ".join(f"{_flag(k, 'spectrum')} {v}" for k, v in options.items())
     plan.steps.append(Step(target, f"spectrum {method}",
                            f"landscape spectrum {run_dir / 'checkpoint.pt'} --method {method} {flags}".strip(),
                            lambda: compute_spectrum(config, progress=plan.progress),
@@ -174,7 +184,7 @@ def _flatness_step(plan: Plan, target: str, run_dir: Path, measure: str, device:
                             data_dir=data_dir, **options)
     if plan.has(run_dir, f"flatness {measure}"):
         return
-    flags = " ".join(" ".join(f"--gamma {g:g}" for g in v) if k == "gammas" else f"--{k.replace('_', '-')} {v}"
+    flags = " ".join(" ".join(f"--gamma {g:g}" for g in v) if k == "gammas" else f"{_flag(k, 'flatness')} {v}"
                      for k, v in options.items())
     plan.steps.append(Step(target, f"flatness {measure}",
                            f"landscape flatness {run_dir / 'checkpoint.pt'} --measure {measure} {flags}".strip(),
@@ -437,5 +447,4 @@ def reproduce(config: ReproduceConfig, *, log: Callable[[str], None] = print, dr
     path = build_report(report_dirs, config.out_dir,
                         title=f"landscape reproduce {config.target} ({config.scale})", log=log, extra=extra,
                         archive=config.scale == "full")
-    log(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
     return path

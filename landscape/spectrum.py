@@ -8,7 +8,7 @@ of the MEAN loss over them and runs one method:
 method          npz arrays                                  json extras
 ==============  ==========================================  ==============================
 exact           eigenvalues (all, ascending, float64)       error bound, statistics
-lanczos         ritz_values, residuals, converged           statistics of the Ritz values
+lanczos         ritz_values, residuals, converged           ritz_max/min; lambda_max/min for --which
 slq             nodes, weights (one row per probe)          trace (+ stderr)
 trace           samples                                      trace, trace_stderr
 fisher-diag     diagonal (empirical, mc, exact = diag GGN, adam) statistics of the diagonal
@@ -41,7 +41,8 @@ from landscape.device import resolve_device
 from landscape.errors import LandscapeError
 from landscape.io import write_json, write_npz
 from landscape.losses import cross_entropy
-from landscape.progress import announce
+from landscape.progress import announce, make_progress
+from landscape.results import check_replaceable
 from landscape.spectra.exact import exact_spectrum, spectrum_statistics
 from landscape.spectra.lanczos import lanczos
 from landscape.spectra.slq import slq
@@ -58,8 +59,9 @@ class SpectrumConfig:
     operator: str = "hessian"
     samples: int = 1000
     split: str = "train"
-    batch_size: int = 256
-    seed: int | None = None  # None: the first N samples in dataset order
+    batch_size: int = 256  # samples per forward pass: memory and speed, not the result
+    seed: int = 0  # random probes and start vectors
+    subset_seed: int | None = None  # None: the first N samples in dataset order
     mode: str = "eval"
     dtype: str = "float64"
     device: str = "auto"
@@ -70,6 +72,7 @@ class SpectrumConfig:
     k: int = 20
     which: str = "LA"
     tol: float = 1e-8
+    max_iters: int | None = None  # None: lanczos()'s default, min(n, max(20 k + 50, 100))
     # slq / trace
     num_probes: int = 10
     num_iters: int = 90
@@ -145,16 +148,27 @@ def build_operator(model, batches, config: SpectrumConfig, device, dtype):
         return GGNOperator(model, cross_entropy, batches, **common)
     kind = "mc" if config.fisher == "mc" else "empirical"
     return FisherOperator(model, cross_entropy, batches, kind=kind, mc_samples=config.mc_samples,
-                          seed=config.seed or 0, **common)
+                          seed=config.seed, **common)
 
 
-def compute_spectrum(config: SpectrumConfig, *, progress: bool = True) -> tuple[Path, dict]:
-    """Run one spectrum method; returns ``(output_dir, summary)`` and writes the files."""
+#: Settings that change speed, memory or where files go, not the spectrum: a rerun may change them freely.
+NOT_RESULT_SETTINGS = ("checkpoint", "device", "out", "data_dir", "batch_size", "block_size", "keep_matrix",
+                       "dense_method", "dense_workspace", "eigensolver", "build_only")
+
+
+def compute_spectrum(config: SpectrumConfig, *, progress: bool = True, force: bool = False) -> tuple[Path, dict]:
+    """Run one spectrum method; returns ``(output_dir, summary)`` and writes the files.
+
+    A result already in the output folder that was computed with other settings is kept:
+    this raises unless ``force`` (the summary's ``replaced`` lists what changed).
+    """
     start = time.perf_counter()
+    out_dir = config.output_dir()
+    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
+    replaced = check_replaceable(out_dir / "spectrum.json", settings, force=force, ignore=NOT_RESULT_SETTINGS)
     device = resolve_device(config.device)
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     model, meta = load_checkpoint(config.checkpoint, device=device)
-    out_dir = config.output_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     summary: dict = {
         "method": config.method,
@@ -165,7 +179,8 @@ def compute_spectrum(config: SpectrumConfig, *, progress: bool = True) -> tuple[
         "mode": config.mode,
         "dtype": config.dtype,
         "seed": config.seed,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+        "subset_seed": config.subset_seed,
+        "config": settings,
         "versions": package_versions(),
         "device": str(device),
     }
@@ -181,14 +196,14 @@ def compute_spectrum(config: SpectrumConfig, *, progress: bool = True) -> tuple[
                         "sample_rule": "moments accumulated by Adam during training"})
     else:
         dataset = checkpoint_dataset(meta, config.split, config.data_dir)
-        inputs, targets, sample_info = select_samples(dataset, config.samples, config.seed)
+        inputs, targets, sample_info = select_samples(dataset, config.samples, config.subset_seed)
         batches = make_batches(inputs, targets, config.batch_size)
         summary.update({"samples": config.samples, "sample_rule": sample_info["rule"], "batch_size": config.batch_size,
                         "dataset": meta.get("dataset", {}).get("name")})
         if config.method == "fisher-diag":
             exact = config.fisher == "exact"
             op = FisherOperator(model, cross_entropy, batches, kind="empirical" if exact else config.fisher,
-                                mc_samples=config.mc_samples, seed=config.seed or 0, mode=config.mode, dtype=dtype,
+                                mc_samples=config.mc_samples, seed=config.seed, mode=config.mode, dtype=dtype,
                                 device=device)
             arrays["diagonal"] = diagonal_fisher(op, exact_expectation=exact).cpu().double().numpy()
             summary["fisher"] = config.fisher
@@ -205,6 +220,8 @@ def compute_spectrum(config: SpectrumConfig, *, progress: bool = True) -> tuple[
         if config.build_only:
             return out_dir, summary  # no spectrum files: the solve is still to come
 
+    if replaced:
+        summary["replaced"] = {key: list(pair) for key, pair in replaced.items()}
     if "diagonal" in arrays:
         summary.update(spectrum_statistics(arrays["diagonal"]))
     summary["wall_s"] = time.perf_counter() - start
@@ -212,6 +229,36 @@ def compute_spectrum(config: SpectrumConfig, *, progress: bool = True) -> tuple[
     write_npz(out_dir / "spectrum.npz", **arrays)
     write_json(out_dir / "spectrum.json", summary)
     return out_dir, summary
+
+
+def _run_lanczos(op, config: SpectrumConfig, summary: dict, arrays: dict, progress: bool) -> None:
+    """Top-k Ritz values. Only an end that was asked for (--which) names an eigenvalue of the
+    operator (lambda_max / lambda_min); ritz_max / ritz_min are the range of what was found."""
+    with make_progress(progress, "steps", status=True) as bar:
+        task = bar.add_task(f"Lanczos ({config.k} {config.which} Ritz values to {config.tol:g})", total=None, status="")
+
+        def on_step(m: int, cap: int, done: int) -> None:
+            bar.update(task, completed=m, total=cap, status=f"{done} converged")
+
+        result = lanczos(op, k=config.k, which=config.which, tol=config.tol, seed=config.seed,
+                         max_iters=config.max_iters, on_step=on_step)
+    arrays.update(ritz_values=result.ritz_values, residuals=result.residuals, converged=result.converged,
+                  error_bounds=result.error_bounds)
+    summary.update({"k": config.k, "which": config.which, "iterations": result.iterations, "tol": config.tol,
+                    "stop": result.stop, "max_error_bound": float(np.max(result.error_bounds)),
+                    "all_converged": result.all_converged, "converged": result.all_converged,
+                    "ritz_max": float(result.ritz_values.max()), "ritz_min": float(result.ritz_values.min())})
+    if config.which in ("LA", "both"):
+        summary["lambda_max"] = summary["ritz_max"]
+    if config.which in ("SA", "both"):
+        summary["lambda_min"] = summary["ritz_min"]
+    if config.which == "LM":
+        summary["lambda_abs_max"] = float(np.max(np.abs(result.ritz_values)))
+    if not result.all_converged:
+        summary.setdefault("warnings", []).append(
+            f"{int(np.sum(~result.converged))} of {len(result.ritz_values)} Ritz values did not reach --tol "
+            f"{config.tol:g} within {result.iterations} Lanczos steps (largest error bound "
+            f"{summary['max_error_bound']:.3g}); raise --max-iters or loosen --tol.")
 
 
 def _run_method(op, config: SpectrumConfig, out_dir: Path, summary: dict, arrays: dict, progress: bool) -> None:
@@ -249,22 +296,31 @@ def _run_method(op, config: SpectrumConfig, out_dir: Path, summary: dict, arrays
             for name in (MATRIX_FILE, STATE_FILE):
                 (out_dir / name).unlink(missing_ok=True)
     elif config.method == "lanczos":
-        result = lanczos(op, k=config.k, which=config.which, tol=config.tol, seed=config.seed or 0)
-        arrays.update(ritz_values=result.ritz_values, residuals=result.residuals, converged=result.converged,
-                      error_bounds=result.error_bounds)
-        summary.update({"k": config.k, "which": config.which, "iterations": result.iterations, "tol": config.tol,
-                        "stop": result.stop, "max_error_bound": float(np.max(result.error_bounds)),
-                        "all_converged": result.all_converged,
-                        "lambda_max": float(result.ritz_values.max()), "lambda_min": float(result.ritz_values.min())})
+        _run_lanczos(op, config, summary, arrays, progress)
     elif config.method == "slq":
-        result = slq(op, num_probes=config.num_probes, num_iters=config.num_iters, seed=config.seed or 0)
+        with make_progress(progress, "probes") as bar:
+            task = bar.add_task(f"SLQ ({config.num_iters} Lanczos steps per probe)", total=config.num_probes)
+            result = slq(op, num_probes=config.num_probes, num_iters=config.num_iters, seed=config.seed,
+                         on_probe=lambda done, total: bar.update(task, completed=done))
         arrays.update(nodes=result.nodes, weights=result.weights)
         trace, stderr = result.trace_estimate()
+        # the extreme quadrature nodes are Ritz values of each probe's Krylov space: estimates, not bounds
         summary.update({"num_probes": config.num_probes, "num_iters": result.num_iters, "trace": trace,
                         "trace_stderr": stderr, "lambda_max": float(result.nodes.max()),
                         "lambda_min": float(result.nodes.min())})
     elif config.method == "trace":
-        result = hutchinson_trace(op, max_samples=config.max_probes, target_rel=config.trace_rel, seed=config.seed or 0)
+        with make_progress(progress, "probes", status=True) as bar:
+            task = bar.add_task(f"Hutchinson trace (to {config.trace_rel:g} relative error)", total=config.max_probes,
+                                status="")
+            result = hutchinson_trace(
+                op, max_samples=config.max_probes, target_rel=config.trace_rel, seed=config.seed,
+                on_block=lambda done, total, rel: bar.update(task, completed=done, status=f"rel. error {rel:.3g}"))
         arrays["estimate"] = np.array([result.estimate])
+        summary["converged"] = result.converged
+        if not result.converged:
+            summary.setdefault("warnings", []).append(
+                f"the trace stopped at its cap of {config.max_probes} probes with a relative standard error of "
+                f"{result.stderr / abs(result.estimate):.3g}, above the --trace-rel target {config.trace_rel:g}; "
+                "raise --max-probes for a tighter estimate.")
         summary.update({"trace": result.estimate, "trace_stderr": result.stderr, "probes": result.samples,
-                        "target_rel": config.trace_rel})
+                        "target_rel": config.trace_rel, "max_probes": config.max_probes})

@@ -31,7 +31,7 @@ def test_one_epoch_on_digits_for_each_optimizer(tmp_path, optimizer):
     args = ["train", "--model", "small-mnistfc", "--dataset", "digits", "--optimizer", optimizer,
             "--epochs", "1", "--batch-size", "128", "--out", str(out), "--device", "cpu", "--quiet"]
     if optimizer.startswith("entropy"):
-        args += ["--L", "2"]
+        args += ["--langevin-steps", "2"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())

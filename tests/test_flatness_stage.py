@@ -32,7 +32,7 @@ def reference(run_dir):
 
 
 def _flatness(run_dir, *args, out=None):
-    argv = ["flatness", str(run_dir / "checkpoint.pt"), "--data-samples", str(N), "--batch-size", "100",
+    argv = ["flatness", str(run_dir / "checkpoint.pt"), "--samples", str(N), "--chunk-size", "100",
             "--device", DEVICE, "--quiet", *args]
     if out is not None:
         argv += ["--out", str(out)]
@@ -75,7 +75,7 @@ def test_local_entropy_sgld_of_the_output_bias_agrees_with_laplace_at_a_large_sc
     """The loss is smooth and convex in the output bias (softmax cross-entropy), so at a large scope
     the Laplace value is accurate to O(1/gamma^2) and SGLD must reproduce it within its error."""
     _flatness(run_dir, "--measure", "local-entropy", "--method", "sgld", "--gamma", "300", "--param", "fc2.bias",
-              "--samples", "8", "--sgld-steps", "150", "--burn-in", "60", out=tmp_path / "sgld")
+              "--draws", "8", "--sgld-steps", "150", "--burn-in", "60", out=tmp_path / "sgld")
     result = json.loads((tmp_path / "sgld" / "flatness-local-entropy.json").read_text())
     assert result["n_params"] == 10
     block = slice(reference["H"].shape[0] - 10, None)
@@ -86,7 +86,7 @@ def test_local_entropy_sgld_of_the_output_bias_agrees_with_laplace_at_a_large_sc
 
 
 def test_local_energy_file_records_curves_errors_and_settings(run_dir, tmp_path):
-    _flatness(run_dir, "--measure", "local-energy", "--sigmas", "0,0.05,0.2", "--samples", "4", "--batch-size", "30",
+    _flatness(run_dir, "--measure", "local-energy", "--sigmas", "0,0.05,0.2", "--draws", "4", "--chunk-size", "30",
               out=tmp_path)  # unequal batches (30, 30, 30, 10)
     result = json.loads((tmp_path / "flatness-local-energy.json").read_text())
     model, _ = load_checkpoint(run_dir / "checkpoint.pt")
@@ -113,7 +113,7 @@ def test_sharpness_pac_bayes_and_fisher_rao_entries(run_dir, reference, tmp_path
     assert sharp["epsilon-sharpness-relative"]["invariant_to_rescaling"] is True
     assert sharp["epsilon-sharpness-keskar"]["invariant_to_rescaling"] is False
     assert sharp["epsilon-sharpness-keskar"]["value"] > sharp["epsilon-sharpness-relative"]["value"] > 0
-    _flatness(run_dir, "--measure", "pac-bayes", "--samples", "3", "--metric", "loss", "--target", "0.05",
+    _flatness(run_dir, "--measure", "pac-bayes", "--draws", "3", "--metric", "loss", "--target", "0.05",
               out=tmp_path)
     pac = json.loads((tmp_path / "flatness-pac-bayes.json").read_text())["entries"]
     assert [e["measure"] for e in pac] == ["pac-bayes-sigma-multiplicative", "pac-bayes-sigma-additive"]
@@ -132,16 +132,16 @@ def test_sharpness_pac_bayes_and_fisher_rao_entries(run_dir, reference, tmp_path
     [
         (["--measure", "local-energy", "--sigmas", "0,abc"], "comma-separated numbers"),
         (["--measure", "local-energy", "--sigmas", "-0.1"], ">= 0"),
-        (["--measure", "local-entropy", "--gamma", "-1"], "positive"),
+        (["--measure", "local-entropy", "--gamma", "-1"], "> 0"),
         (["--measure", "local-entropy", "--method", "laplace", "--spectrum", "/no/such/folder"], "spectrum"),
         (["--measure", "local-energy", "--split", "val"], "--split is not used by --measure local-energy"),
         (["--measure", "pac-bayes", "--noise", "additive"], "computes both noise models"),
         (["--measure", "fisher-rao", "--param", "fc9"], "matches no parameter"),
-        (["--measure", "local-energy", "--sigmas", "nan"], "[nan]"),
+        (["--measure", "local-energy", "--sigmas", "nan"], "finite numbers"),
     ],
 )
 def test_flatness_user_errors_are_one_sentence(run_dir, tmp_path, args, fragment):
-    result = runner.invoke(app, ["flatness", str(run_dir), "--data-samples", str(N), "--device", DEVICE, "--quiet",
+    result = runner.invoke(app, ["flatness", str(run_dir), "--samples", str(N), "--device", DEVICE, "--quiet",
                                  "--out", str(tmp_path), *args])
     assert result.exit_code == 2, result.output
     assert fragment in result.output and "Traceback" not in result.output
@@ -152,7 +152,7 @@ def test_laplace_refuses_a_spectrum_taken_on_other_samples(run_dir, tmp_path):
                                    "--quiet", "--out", str(tmp_path / "exact50")])
     assert spectrum.exit_code == 0, spectrum.output
     result = runner.invoke(app, ["flatness", str(run_dir), "--measure", "local-entropy", "--method", "laplace",
-                                 "--spectrum", str(tmp_path / "exact50"), "--data-samples", str(N), "--device", DEVICE,
+                                 "--spectrum", str(tmp_path / "exact50"), "--samples", str(N), "--device", DEVICE,
                                  "--quiet", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "same --data-samples" in result.output
+    assert result.exit_code == 2 and "same --samples" in result.output
     assert not (tmp_path / "flatness-local-entropy.json").exists()

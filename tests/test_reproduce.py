@@ -88,7 +88,7 @@ def test_full_plan_uses_the_papers_table1_settings_and_names_missing_data(tmp_pa
     commands = [s.command for s in the_plan.steps]
     # on digits every model is small-mnistfc; the Sec. 5.2 hyper-parameters travel as the CLI spells them
     esgd = next(c for c in commands if "--optimizer entropy-sgd --seed 0 --epochs 5" in c)
-    assert "--L 20 --lr 1.0 --lr-milestones 2 --lr-decay 0.1 --sgld-lr 0.1 --noise 0.001 --gamma 0.0001" in esgd
+    assert "--langevin-steps 20 --lr 1.0 --lr-milestones 2 --lr-decay 0.1 --sgld-lr 0.1 --noise 0.001 --gamma 0.0001" in esgd
     assert "--sgld-momentum 0.9" in esgd  # Sec. 5.2: Nesterov's momentum in both loops
     adam = next(c for c in commands if "--optimizer adam" in c)
     assert "--lr-milestones 30,60,90 --lr-decay 0.2" in adam

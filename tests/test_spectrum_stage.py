@@ -32,7 +32,7 @@ def reference(run_dir):
 
 
 def _spectrum(run_dir, *args, quiet=True):
-    result = runner.invoke(app, ["spectrum", str(run_dir / "checkpoint.pt"), "--samples", str(N), "--batch-size", "30",
+    result = runner.invoke(app, ["spectrum", str(run_dir / "checkpoint.pt"), "--samples", str(N), "--chunk-size", "30",
                                  "--device", DEVICE, *(["--quiet"] if quiet else []), *args])
     assert result.exit_code == 0, result.output
     return result
@@ -117,7 +117,7 @@ def test_lanczos_top_and_bottom_match_exact(run_dir, reference):
 
 
 def test_slq_and_trace_agree_with_the_exact_trace(run_dir, reference):
-    _spectrum(run_dir, "--method", "slq", "--probes", "20", "--iters", "30", "--seed", "0", "--out", str(run_dir / "slq"))
+    _spectrum(run_dir, "--method", "slq", "--probes", "20", "--iters", "30", "--subset-seed", "0", "--out", str(run_dir / "slq"))
     arrays, info = _load(run_dir / "slq")
     np.testing.assert_allclose(arrays["weights"].sum(axis=1), 1.0, rtol=1e-12)
     assert info["sample_rule"].startswith("100 of the 'train' split drawn with seed 0")

@@ -47,6 +47,7 @@ from landscape.errors import LandscapeError
 from landscape.flatness.network import check_parameter_names
 from landscape.io import write_json
 from landscape.losses import cross_entropy
+from landscape.results import check_replaceable
 from landscape.spectrum import select_samples
 
 MEASURES = ("local-entropy", "local-energy", "sharpness", "pac-bayes", "fisher-rao")
@@ -73,7 +74,7 @@ class FlatnessConfig:
     data_samples: int = 1000
     split: str = "train"  # local-entropy, sharpness, pac-bayes, fisher-rao
     eval_splits: tuple[str, ...] = ("train", "test")  # local-energy
-    batch_size: int = 1024
+    batch_size: int = 256  # samples per forward pass: memory and speed, not the result
     seed: int = 0
     subset_seed: int | None = None  # None: the first N samples in dataset order
     dtype: str = "float64"
@@ -105,9 +106,9 @@ class FlatnessConfig:
         if self.method not in ("sgld", "laplace"):
             raise LandscapeError(f"--method must be sgld or laplace, got '{self.method}'.")
         if self.data_samples < 1:
-            raise LandscapeError(f"--data-samples must be >= 1, got {self.data_samples}.")
+            raise LandscapeError(f"--samples must be >= 1, got {self.data_samples}.")
         if self.samples < 1:
-            raise LandscapeError(f"--samples must be >= 1, got {self.samples}.")
+            raise LandscapeError(f"--draws must be >= 1, got {self.samples}.")
         if self.dtype not in ("float32", "float64"):
             raise LandscapeError(f"--dtype must be float32 or float64, got '{self.dtype}'.")
         if self.measure == "local-entropy" and (not self.gammas or any(not (g > 0 and math.isfinite(g))
@@ -129,20 +130,31 @@ def _samples(meta: dict, config: FlatnessConfig, split: str, log=None) -> tuple[
     dataset = checkpoint_dataset(meta, split, config.data_dir)
     n = min(config.data_samples, len(dataset))
     if n < config.data_samples and log is not None:
-        log(f"note: the '{split}' split has {len(dataset)} samples; using all of them (--data-samples "
+        log(f"note: the '{split}' split has {len(dataset)} samples; using all of them (--samples "
             f"{config.data_samples}).")
     inputs, targets, info = select_samples(dataset, n, config.subset_seed)
     return inputs, targets, info["rule"]
 
 
-def compute_flatness(config: FlatnessConfig, *, progress=None, log=None) -> tuple[Path, dict]:
-    """Run one measure; returns ``(path of the JSON, result)`` and writes it atomically."""
+#: Settings that change speed, memory or where files go, not the measure: a rerun may change them freely.
+NOT_RESULT_SETTINGS = ("checkpoint", "device", "out", "data_dir", "batch_size")
+
+
+def compute_flatness(config: FlatnessConfig, *, progress=None, log=None, force: bool = False) -> tuple[Path, dict]:
+    """Run one measure; returns ``(path of the JSON, result)`` and writes it atomically.
+
+    A result at the output path computed with other settings is kept: this raises
+    unless ``force`` (the result's ``replaced`` lists what changed).
+    """
     start = time.perf_counter()
     log = log or (lambda message: None)
     device = resolve_device(config.device)
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     model, meta = load_checkpoint(config.checkpoint, device=device)
     path = config.output_path()
+    saved = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()
+             if k in COMMON_SETTINGS or k in MEASURE_SETTINGS[config.measure]}
+    replaced = check_replaceable(path, saved, force=force, ignore=NOT_RESULT_SETTINGS)
     path.parent.mkdir(parents=True, exist_ok=True)
     params = list(config.params) if config.params else None
     result: dict = {
@@ -150,8 +162,7 @@ def compute_flatness(config: FlatnessConfig, *, progress=None, log=None) -> tupl
         "checkpoint": str(meta.get("path", config.checkpoint)),
         "model": meta["model"],
         "dataset": (meta.get("dataset") or {}).get("name"),
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()
-                   if k in COMMON_SETTINGS or k in MEASURE_SETTINGS[config.measure]},
+        "config": saved,
         "versions": package_versions(),
         "device": str(device),
     }
@@ -207,6 +218,8 @@ def compute_flatness(config: FlatnessConfig, *, progress=None, log=None) -> tupl
 
             result["entries"] = [fisher_rao_norm(model, (x, y), kind=kind, **common).to_dict()
                                  for kind in ("model", "empirical")]
+    if replaced:
+        result["replaced"] = {key: list(pair) for key, pair in replaced.items()}
     result["wall_s"] = time.perf_counter() - start
     write_json(path, result)
     return path, result
@@ -227,7 +240,7 @@ def _read_exact_spectrum(path: str, n: int, samples: int, split: str, rule: str)
                              "the Laplace estimate needs the exact Hessian spectrum (--method exact).")
     if info.get("samples") != samples or info.get("split") != split or info.get("sample_rule") != rule:
         raise LandscapeError(f"--spectrum '{path}' was taken on {info.get('sample_rule')} but this run uses {rule}; "
-                             "use the same --data-samples/--split (or recompute the spectrum).")
+                             "use the same --samples/--split (or recompute the spectrum).")
     with np.load(npz, allow_pickle=False) as arrays:
         eigenvalues = np.asarray(arrays["eigenvalues"], dtype=np.float64)
     if eigenvalues.size != n:

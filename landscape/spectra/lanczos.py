@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -172,6 +173,7 @@ def lanczos(
     v0: torch.Tensor | None = None,
     return_vectors: bool = False,
     stop: str = "eigenvalue",
+    on_step: Callable[[int, int, int], None] | None = None,
 ) -> LanczosResult:
     """The ``k`` largest (``"LA"``), smallest (``"SA"``), largest-magnitude (``"LM"``) or
     both extreme (``"both"``: k at each end) eigenvalues of a symmetric operator.
@@ -188,6 +190,8 @@ def lanczos(
     earlier than ``stop="residual"`` (the residual itself ``<= tol * ...``, the rule of
     eigsh/ARPACK, which makes the Ritz values accurate to about tol^2 and is the one to
     use when the Ritz VECTORS matter).
+
+    ``on_step(m, max_iters, n_converged)`` is called after each Lanczos step (progress).
     """
     if stop not in ("eigenvalue", "residual"):
         raise ValueError(f"stop must be 'eigenvalue' or 'residual', got {stop!r}")
@@ -206,6 +210,8 @@ def lanczos(
     m = 0
     for alpha, beta, Q, invariant in lanczos_steps(op, max_iters, q):
         m = len(alpha)
+        if on_step is not None:
+            on_step(m, max_iters, int(np.sum(converged)))
         if not (invariant or m == max_iters or (m >= k and m % check_every == 0)):
             continue
         theta, s = tridiagonal_eigh(np.array(alpha), np.array(beta))

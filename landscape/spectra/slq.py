@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -89,8 +90,12 @@ class SLQResult:
         return float(per_probe.mean()), stderr
 
 
-def slq(A, num_probes: int = 10, num_iters: int = 90, seed: int = 0) -> SLQResult:
-    """Stochastic Lanczos quadrature with Rademacher probes (normalised to unit length)."""
+def slq(A, num_probes: int = 10, num_iters: int = 90, seed: int = 0,
+        on_probe: Callable[[int, int], None] | None = None) -> SLQResult:
+    """Stochastic Lanczos quadrature with Rademacher probes (normalised to unit length).
+
+    ``on_probe(done, num_probes)`` is called after each probe's Lanczos run (progress).
+    """
     start = time.perf_counter()
     op = as_operator(A)
     n = op.shape[0]
@@ -110,5 +115,7 @@ def slq(A, num_probes: int = 10, num_iters: int = 90, seed: int = 0) -> SLQResul
         weights[p, :k] = S[0, :] ** 2
         if k < m:
             nodes[p, k:] = theta[-1]
+        if on_probe is not None:
+            on_probe(p + 1, num_probes)
     return SLQResult(nodes=nodes, weights=weights, n=n, num_probes=num_probes, num_iters=m, seed=seed,
                      hvp_count=op.count - before, wall_s=time.perf_counter() - start)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -32,6 +33,7 @@ class TraceResult:
     samples: int
     method: str
     wall_s: float
+    converged: bool = True  # False: the stopping rule's target was not reached within max_samples
 
 
 def _rademacher(n: int, k: int, g: torch.Generator, device, dtype) -> torch.Tensor:
@@ -47,14 +49,21 @@ def hutchinson_trace(
     target_stderr: float | None = None,
     target_rel: float | None = None,
     seed: int = 0,
+    on_block: Callable[[int, int, float], None] | None = None,
 ) -> TraceResult:
-    """Hutchinson's estimator with a stopping rule on its standard error."""
+    """Hutchinson's estimator with a stopping rule on its standard error.
+
+    Stops once the standard error reaches ``target_stderr`` or ``target_rel`` x |mean|, or
+    at ``max_samples`` probes; ``converged`` says which. ``on_block(probes, max_samples,
+    rel_stderr)`` is called after each block of probes (progress).
+    """
     start = time.perf_counter()
     op = as_operator(A)
     n = op.shape[0]
     g = torch.Generator().manual_seed(seed)
     before = op.count
     samples: list[float] = []
+    reached = target_stderr is None and target_rel is None
     while len(samples) < max_samples:
         k = min(block, max_samples - len(samples))
         V = _rademacher(n, k, g, op.device, torch.float64)
@@ -63,12 +72,15 @@ def hutchinson_trace(
         if len(samples) >= max(min_samples, 2):
             mean = sum(samples) / len(samples)
             stderr = _stderr(samples)
-            if target_stderr is not None and stderr <= target_stderr:
-                break
-            if target_rel is not None and stderr <= target_rel * abs(mean):
+            if on_block is not None:
+                on_block(len(samples), max_samples, stderr / abs(mean) if mean else math.inf)
+            reached = ((target_stderr is not None and stderr <= target_stderr)
+                       or (target_rel is not None and stderr <= target_rel * abs(mean)))
+            if reached:
                 break
     mean = sum(samples) / len(samples)
-    return TraceResult(mean, _stderr(samples), op.count - before, len(samples), "hutchinson", time.perf_counter() - start)
+    return TraceResult(mean, _stderr(samples), op.count - before, len(samples), "hutchinson",
+                       time.perf_counter() - start, converged=reached)
 
 
 def hutchpp_trace(A, *, num_matvecs: int = 99, seed: int = 0) -> TraceResult:
