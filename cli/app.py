@@ -874,4 +874,10 @@ def _root(
 
 
 def main() -> None:
+    """The console entry point: sizes torch's threads to the idle cores, then runs the command."""
+    from landscape.platform import configure_threads
+
+    budget = configure_threads()
+    if budget.threads < budget.cpus:
+        err_console.print(f"note: the machine is busy; using {budget.describe()}", highlight=False)
     app()

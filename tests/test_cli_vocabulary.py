@@ -122,3 +122,28 @@ def test_version_and_help_fit_80_columns():
         text = runner.invoke(app, [*command, "--help"], terminal_width=80).output
         assert max(len(line) for line in text.splitlines()) <= 80, command
         assert not any(f"<{kind}>" in text for kind in ("str", "int", "float", "list[str]", "list[float]")), command
+
+
+@pytest.mark.parametrize("cpus, load, threads", [(2, 0.1, 2), (2, 0.6, 1), (2, 5.0, 1), (16, 3.2, 13), (1, 0.0, 1)])
+def test_threads_leave_the_busy_cores_to_others(cpus, load, threads):
+    from landscape.platform import choose_threads
+
+    assert choose_threads(cpus, load) == threads
+
+
+def test_cgroup_quota_caps_the_cores(tmp_path):
+    from landscape.platform import _quota_cpus
+
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert _quota_cpus(tmp_path / "cpu.max") == 1.5
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert _quota_cpus(tmp_path / "cpu.max") is None
+    assert _quota_cpus(tmp_path / "missing") is None
+
+
+def test_proc_stat_counts_iowait_as_idle(tmp_path):
+    from landscape.platform import _cpu_times
+
+    (tmp_path / "stat").write_text("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n")
+    assert _cpu_times(tmp_path / "stat") == (150, 1000)
+    assert _cpu_times(tmp_path / "missing") is None
