@@ -637,7 +637,7 @@ _FLATNESS_OPTION_FIELDS = {
     "gamma": "gammas", "method": "method", "sigmas": "sigmas", "draws": "samples", "split": "split",
     "eval_splits": "eval_splits", "noise": "noise", "beta": "beta", "spectrum_dir": "spectrum",
     "steps_per_level": "num_steps", "burn_in": "burn_in", "target": "target", "metric": "metric",
-    "epsilon": "epsilon", "steps": "steps", "hessian": "hessian",
+    "epsilon": "epsilon", "steps": "steps", "hessian": "hessian", "max_probes": "max_probes",
 }
 _FLATNESS_FLAGS = {"gamma": "--gamma", "spectrum_dir": "--spectrum", "steps_per_level": "--sgld-steps"}
 
@@ -679,6 +679,8 @@ def flatness(
                                   help="Sharpness: box half-width (relative)."),
     steps: int = typer.Option(20, "--steps", min=1, metavar="T", help="Sharpness: projected ascent steps."),
     hessian: bool = typer.Option(True, "--hessian/--no-hessian", help="Sharpness: also Hessian lambda_max and trace."),
+    max_probes: int = typer.Option(200, "--max-probes", min=1, metavar="P",
+                                   help="Sharpness: cap on the Hessian trace's probes (the result says if it was hit)."),
     chunk_size: int = chunk_option(),
     seed: int = seed_option(),
     subset_seed: Optional[int] = subset_seed_option(),
@@ -710,7 +712,7 @@ def flatness(
             params=tuple(params) or None, samples=draws, gammas=tuple(gamma) or DEFAULT_GAMMAS, method=method.value,
             beta=beta, spectrum=None if spectrum_dir is None else str(spectrum_dir), num_steps=steps_per_level,
             burn_in=burn_in, sigmas=parse_float_list(sigmas, "--sigmas") or DEFAULT_SIGMAS, noise=noise.value,
-            target=target, metric=metric.value, epsilon=epsilon, steps=steps, hessian=hessian,
+            target=target, metric=metric.value, epsilon=epsilon, steps=steps, hessian=hessian, max_probes=max_probes,
         )
         log = stderr_log(quiet)
         path, result = compute_flatness(config, log=log, force=force)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -233,6 +234,7 @@ def laplace_model(
     cg_tol: float = 1e-10,
     f0: float | None = None,
     gradient: Tensor | None = None,
+    on_probe: Callable[[int, int], None] | None = None,
 ) -> LaplaceModel:
     """Build the quadratic model of ``energy`` at ``x0`` (see the module docstring).
 
@@ -241,7 +243,7 @@ def laplace_model(
     ``num_probes`` Rademacher probes of ``num_iters`` Lanczos steps, seeded by ``seed``).
     Without either, the Hessian of ``energy`` is formed densely by autograd when
     ``n <= dense_limit`` and used as an operator (SLQ) otherwise. ``f0``/``gradient`` may
-    be given to skip evaluating the energy.
+    be given to skip evaluating the energy. ``on_probe(done, total)`` reports SLQ's progress.
     """
     x0 = check_point(x0)
     n = x0.numel()
@@ -284,7 +286,7 @@ def laplace_model(
                             source="dense", **common)
 
     op = as_operator(hessian) if hessian is not None else EnergyHessian(energy, x0)
-    result = slq(op, num_probes=num_probes, num_iters=num_iters, seed=seed)
+    result = slq(op, num_probes=num_probes, num_iters=num_iters, seed=seed, on_probe=on_probe)
     nodes = result.nodes.reshape(-1)
     weights = result.weights.reshape(-1) * result.n / result.num_probes
     return LaplaceModel(nodes=nodes, weights=weights, source="slq", operator=op, slq_result=result, **common)

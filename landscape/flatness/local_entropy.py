@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 METHODS = ("sgld", "laplace", "quadrature")
-_LAPLACE_KEYS = ("eigenvalues", "hessian", "dense_limit", "num_probes", "num_iters", "cg_tol")
+_LAPLACE_KEYS = ("eigenvalues", "hessian", "dense_limit", "num_probes", "num_iters", "cg_tol", "on_probe")
 _SGLD_KEYS = ("num_chains", "num_steps", "burn_in", "step_size", "metropolis", "target_accept", "gamma_max",
               "nodes_per_decade", "min_nodes", "control", "progress")
 _QUADRATURE_KEYS = ("bounds", "num_points", "width", "margin", "edge_tol", "max_expansions", "max_evaluations")

@@ -368,7 +368,8 @@ def hessian_sharpness(
         top_warnings.append(f"Lanczos did not reach tol={tol:g}: lambda_max is known to its residual bound only.")
     if trace.estimate != 0 and trace.stderr > trace_rel * abs(trace.estimate):
         trace_warnings.append(f"The trace's relative error {trace.stderr / abs(trace.estimate):.1%} misses the "
-                              f"{trace_rel:.1%} target after {trace.samples} probes; raise max_probes.")
+                              f"{trace_rel:.1%} target after {trace.samples} probes (its cap); raise "
+                              "--max-probes.")
     perturbed = {"perturbed": list(op.names), "num_perturbed": int(op.shape[0]), "mode": "eval",
                  "dtype": str(op.dtype).replace("torch.", ""), "fixed_buffers": list(dict(op.module.named_buffers()))}
     settings = {"data_samples": op.num_samples, "seed": seed}
@@ -383,7 +384,8 @@ def hessian_sharpness(
         SharpnessResult(measure="hessian-trace", value=float(trace.estimate), stderr=float(trace.stderr),
                         invariant_to_rescaling=False, settings={**settings, "target_rel": trace_rel,
                                                                 "max_probes": max_probes},
-                        extra={"probes": trace.samples, "products": op.count - lanczos_products, "method": "hutchinson"},
+                        extra={"probes": trace.samples, "products": op.count - lanczos_products, "method": "hutchinson",
+                               "converged": bool(trace.converged)},
                         perturbed=perturbed, wall_s=time.perf_counter() - start - lanczos_s, warnings=trace_warnings),
     ]
 

@@ -61,7 +61,7 @@ COMMON_SETTINGS = ("checkpoint", "measure", "data_samples", "batch_size", "seed"
 MEASURE_SETTINGS = {
     "local-entropy": ("split", "samples", "gammas", "method", "beta", "spectrum", "num_steps", "burn_in"),
     "local-energy": ("eval_splits", "samples", "sigmas", "noise"),
-    "sharpness": ("split", "epsilon", "steps", "hessian"),
+    "sharpness": ("split", "epsilon", "steps", "hessian", "max_probes"),
     "pac-bayes": ("split", "samples", "target", "metric"),
     "fisher-rao": ("split",),
 }
@@ -99,6 +99,7 @@ class FlatnessConfig:
     epsilon: float = 1e-3
     steps: int = 20
     hessian: bool = True
+    max_probes: int = 200  # cap on the Hessian trace's Hutchinson probes
 
     def __post_init__(self) -> None:
         if self.measure not in MEASURES:
@@ -203,7 +204,8 @@ def compute_flatness(config: FlatnessConfig, *, progress=None, log=None, force: 
                                          **common)
                        for box in ("relative", "keskar")]
             if config.hessian:
-                entries += hessian_sharpness(model, (x, y), seed=config.seed, progress=log, **common)
+                entries += hessian_sharpness(model, (x, y), seed=config.seed, max_probes=config.max_probes,
+                                             progress=log, **common)
             result["entries"] = [e.to_dict() for e in entries]
         elif config.measure == "pac-bayes":
             from landscape.flatness.sharpness import pac_bayes_sigma
@@ -262,7 +264,14 @@ def _local_entropy(model, x, y, rule: str, config: FlatnessConfig, dtype, device
 
     x0 = op.parameter_vector().clone()
     hessian = ScaledOperator(op, beta)
-    laplace_options: dict = {"hessian": hessian}
+    anchor_start = time.perf_counter()
+
+    def probe_done(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - anchor_start
+        log(f"  Laplace anchor: SLQ probe {done}/{total}, {elapsed:.0f} s elapsed, about "
+            f"{elapsed / done * (total - done):.0f} s to go")
+
+    laplace_options: dict = {"hessian": hessian, "on_probe": probe_done}
     source = "slq"
     if config.spectrum:
         laplace_options["eigenvalues"] = beta * _read_exact_spectrum(config.spectrum, x0.numel(), n_samples,
