@@ -116,3 +116,19 @@ def announce(message: str, enabled: bool) -> None:
     """One timed line on stderr (for steps without a count, such as a LAPACK call)."""
     if enabled:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Throttled:
+    """A log passing at most one message per ``interval`` seconds, the first only after
+    ``interval``: a step that ends sooner prints nothing, a long one shows it is alive."""
+
+    def __init__(self, log: Callable[[str], None], interval: float = 10.0, *,
+                 clock: Callable[[], float] = time.monotonic):
+        self.log, self.interval, self.clock = log, interval, clock
+        self.last = clock()
+
+    def __call__(self, message: str) -> None:
+        now = self.clock()
+        if now - self.last >= self.interval:
+            self.last = now
+            self.log(message)

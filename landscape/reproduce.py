@@ -29,6 +29,7 @@ from typing import Callable
 
 from landscape.errors import LandscapeError
 from landscape.io import write_json
+from landscape.progress import Throttled
 
 __all__ = ["TARGETS", "SCALES", "ReproduceConfig", "Step", "plan", "reproduce"]
 
@@ -81,6 +82,7 @@ class Plan:
     skipped: list[str] = field(default_factory=list)  # datasets / targets that cannot run here, and why
     report_dirs: list[Path] = field(default_factory=list)
     progress: bool = False  # progress bars / timed lines inside long steps (set by reproduce())
+    log: Callable[[str], None] = print  # where those lines go (set by reproduce())
 
     def has(self, run_dir: Path, name: str) -> bool:
         """Whether a step ``name`` on ``run_dir`` is planned already (targets share runs: plan it once)."""
@@ -188,7 +190,7 @@ def _flatness_step(plan: Plan, target: str, run_dir: Path, measure: str, device:
                      for k, v in options.items())
     plan.steps.append(Step(target, f"flatness {measure}",
                            f"landscape flatness {run_dir / 'checkpoint.pt'} --measure {measure} {flags}".strip(),
-                           lambda: compute_flatness(config),
+                           lambda: compute_flatness(config, log=Throttled(plan.log) if plan.progress else None),
                            lambda: _fresh(config.output_path(), run_dir), run_dir))
 
 
@@ -390,6 +392,7 @@ def reproduce(config: ReproduceConfig, *, log: Callable[[str], None] = print, dr
 
     the_plan = plan(config, settings)
     the_plan.progress = progress
+    the_plan.log = lambda message: log("    " + message.strip())
     for reason in the_plan.skipped:
         log(f"skipped: {reason}")
     todo = [s for s in the_plan.steps if not s.done()]

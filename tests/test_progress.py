@@ -57,3 +57,19 @@ def test_make_progress_writes_lines_when_stderr_is_not_a_terminal(capsys):
     with quiet:
         quiet.update(quiet.add_task("work", total=1), advance=1)
     assert capsys.readouterr().err == ""
+
+
+def test_throttled_log_is_silent_for_short_steps_and_alive_in_long_ones():
+    from landscape.progress import Throttled
+
+    now = [0.0]
+    seen = []
+    log = Throttled(seen.append, 10.0, clock=lambda: now[0])
+    for t in (1.0, 5.0, 9.9):
+        now[0] = t
+        log(f"at {t}")
+    assert seen == []
+    for t in (10.0, 15.0, 20.5, 31.0):
+        now[0] = t
+        log(f"at {t}")
+    assert seen == ["at 10.0", "at 20.5", "at 31.0"]
