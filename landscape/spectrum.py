@@ -234,6 +234,12 @@ def compute_spectrum(config: SpectrumConfig, *, progress: bool = True, force: bo
 def _run_lanczos(op, config: SpectrumConfig, summary: dict, arrays: dict, progress: bool) -> None:
     """Top-k Ritz values. Only an end that was asked for (--which) names an eigenvalue of the
     operator (lambda_max / lambda_min); ritz_max / ritz_min are the range of what was found."""
+    n = op.shape[0]
+    wanted = config.k * (2 if config.which == "both" else 1)
+    if wanted > n:
+        summary.setdefault("warnings", []).append(
+            f"--k {config.k} asks for {wanted} eigenvalues of a {n}-parameter operator; Lanczos returns at most "
+            f"{n}: use --method exact for all of them.")
     with make_progress(progress, "steps", status=True) as bar:
         task = bar.add_task(f"Lanczos ({config.k} {config.which} Ritz values to {config.tol:g})", total=None, status="")
 

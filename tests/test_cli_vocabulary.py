@@ -147,3 +147,9 @@ def test_proc_stat_counts_iowait_as_idle(tmp_path):
     (tmp_path / "stat").write_text("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n")
     assert _cpu_times(tmp_path / "stat") == (150, 1000)
     assert _cpu_times(tmp_path / "missing") is None
+
+
+def test_k_beyond_the_parameters_is_said(run_dir, tmp_path):
+    result = _spectrum(run_dir, "--method", "lanczos", "--k", "400", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "asks for 400 eigenvalues of a 310-parameter operator" in result.output
