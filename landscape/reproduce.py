@@ -376,7 +376,8 @@ def plan(config: ReproduceConfig, settings: dict | None = None) -> Plan:
         fig_dir = root / "fig2"
         result.steps.append(Step("fig2", "fig2", f"python -c \"from landscape.flatness.fig2 import write_fig2; "
                                                  f"write_fig2('{fig_dir}')\"",
-                                 lambda: write_fig2(fig_dir), lambda: (fig_dir / "fig2.json").exists(), fig_dir))
+                                 lambda: write_fig2(fig_dir, log=result.log if result.progress else None),
+                                 lambda: (fig_dir / "fig2.json").exists(), fig_dir))
         result.report_dirs.append(fig_dir)
     return result
 

@@ -89,7 +89,8 @@ def fig2_1d(gammas=(1000.0, 10.0, 1.0), *, x_range=(-3.5, 3.5), num_x: int = 701
 
 def fig2_2d(gammas=(1000.0, 10.0, 1.0), *, extent=((-3.0, 3.0), (-2.0, 2.0)), num_anchor=(61, 41),
             spacing: float = 0.02, width: float = 9.0, compare_points=((-1.5, 0.0), (1.5, 0.0), (0.0, 0.0)),
-            compare_gammas=(10.0, 3.0, 1.0), seed: int = 0, sgld_options: dict | None = None) -> dict:
+            compare_gammas=(10.0, 3.0, 1.0), seed: int = 0, sgld_options: dict | None = None,
+            log=None) -> dict:
     """The 2-D picture: -F maps by quadrature, and SGLD against quadrature at a few anchors.
 
     Returns numpy arrays: ``x (mx,)``, ``y (my,)``, ``f (mx, my)``, ``gammas (k,)``,
@@ -98,6 +99,7 @@ def fig2_2d(gammas=(1000.0, 10.0, 1.0), *, extent=((-3.0, 3.0), (-2.0, 2.0)), nu
     ``quadrature_error (p, q)``, ``sgld (p, q)`` (-F) and ``sgld_stderr (p, q)``. One SGLD
     anneal per point covers all ``compare_gammas`` (:func:`scope_curve`, seeded by
     ``seed + point index``, options ``sgld_options``). ``compare_points=()`` skips SGLD.
+    ``log(message)`` hears after each anchor's anneal (each takes tens of seconds).
     """
     gammas = np.asarray(gammas, dtype=np.float64)
     xs = np.linspace(*extent[0], num_anchor[0])
@@ -122,6 +124,8 @@ def fig2_2d(gammas=(1000.0, 10.0, 1.0), *, extent=((-3.0, 3.0), (-2.0, 2.0)), nu
         order = np.searchsorted(curve.gammas, cg)
         sgld[i] = -curve.estimates[order]
         sgld_err[i] = curve.stderrs[order]
+        if log is not None:
+            log(f"Fig. 2: SGLD anneal at anchor {i + 1}/{len(points)} done")
     return {
         "x": xs, "y": ys, "f": energy_on_grid(fig2_energy_2d, [xs, ys]), "gammas": gammas,
         "neg_local_entropy": maps, "argmin": argmin,
@@ -131,7 +135,8 @@ def fig2_2d(gammas=(1000.0, 10.0, 1.0), *, extent=((-3.0, 3.0), (-2.0, 2.0)), nu
     }
 
 
-def write_fig2(out_dir, *, with_2d: bool = True, seed: int = 0, sgld_options: dict | None = None) -> dict:
+def write_fig2(out_dir, *, with_2d: bool = True, seed: int = 0, sgld_options: dict | None = None,
+               log=None) -> dict:
     """Compute the Fig. 2 data and write ``out_dir/fig2.npz`` (arrays) and ``fig2.json`` (summary), atomically.
 
     Arrays of the 1-D picture are stored under ``d1_<name>``, those of the 2-D one under
@@ -157,7 +162,7 @@ def write_fig2(out_dir, *, with_2d: bool = True, seed: int = 0, sgld_options: di
         "max_quadrature_error_1d": float(np.max(one["error"])),
     }
     if with_2d:
-        two = fig2_2d(seed=seed, sgld_options=sgld_options)
+        two = fig2_2d(seed=seed, sgld_options=sgld_options, log=log)
         arrays.update({f"d2_{k}": np.asarray(v) for k, v in two.items()})
         summary.update({
             "gammas_2d": two["gammas"].tolist(),
