@@ -290,96 +290,124 @@ def _fig3_full(result: Plan, config: ReproduceConfig, settings: dict, root: Path
         _spectrum_step(result, "fig3", run_dir, "fisher-diag", device, data_dir, samples=settings["samples"])
 
 
-def plan(config: ReproduceConfig, settings: dict | None = None) -> Plan:
-    """The steps ``config`` asks for, in order, without running anything.
+@dataclass
+class _Planner:
+    """Adds the steps of each target to ``result``; targets share runs (each planned once)."""
 
-    ``settings`` replaces entries of the scale's table (:data:`QUICK` / :data:`FULL`),
-    e.g. a smaller population; the runs directory should then differ from the default.
-    """
-    from landscape.train import DEFAULT_LR
+    config: ReproduceConfig
+    settings: dict
+    result: Plan
 
-    settings = {**(QUICK if config.scale == "quick" else FULL), **(settings or {})}
-    dataset = config.dataset or settings["dataset"]
-    root = config.runs_dir
-    result = Plan()
-    wanted = TARGETS[:-1] if config.target == "all" else (config.target,)
-    device, data_dir = config.device, config.data_dir
+    @property
+    def dataset(self) -> str:
+        return self.config.dataset or self.settings["dataset"]
 
-    missing = _dataset_available(dataset, data_dir) if dataset != "digits" else None
-    if missing:
-        result.skipped.append(f"{dataset}: {missing}")
+    @property
+    def root(self) -> Path:
+        return self.config.runs_dir
 
-    def model_for(name: str) -> str:
-        return "small-mnistfc" if dataset == "digits" else name
+    def model_for(self, name: str) -> str:
+        """The paper's model, or small-mnistfc on the 8x8 digits (too small for the others)."""
+        return "small-mnistfc" if self.dataset == "digits" else name
 
-    def table1_runs() -> None:
-        for model in settings.get("table1_models", ("small-mnistfc",)):
-            model = model_for(model)
-            for optimizer, kwargs in settings["table1"].items():
-                for seed in settings["seeds"]:
-                    run_dir = root / f"{model}-{optimizer}-s{seed}"
-                    _train_step(result, "table1", run_dir, {"model": model, "dataset": dataset,
-                                                            "optimizer": optimizer, "seed": seed, **kwargs},
-                                device, data_dir)
+    def train(self, target: str, run_dir: Path, **kwargs) -> Path:
+        return _train_step(self.result, target, run_dir, {"dataset": self.dataset, **kwargs}, self.config.device,
+                           self.config.data_dir)
 
-    spectrum_training = settings.get("spectrum_training", {"optimizer": "sgd", **settings["table1"].get("sgd", {})})
+    def spectrum(self, target: str, run_dir: Path, method: str, **options) -> None:
+        _spectrum_step(self.result, target, run_dir, method, self.config.device, self.config.data_dir,
+                       samples=self.settings["samples"], **options)
 
-    def sgd_minimum(target: str, model: str, seed: int) -> Path:
-        kwargs = dict(spectrum_training)
+    def sgd_minimum(self, target: str, model: str, seed: int) -> Path:
+        kwargs = dict(self.settings.get("spectrum_training",
+                                        {"optimizer": "sgd", **self.settings["table1"].get("sgd", {})}))
         optimizer = kwargs.pop("optimizer")
-        run_dir = root / f"{model}-{optimizer}-s{seed}"
-        _train_step(result, target, run_dir, {"model": model, "dataset": dataset, "optimizer": optimizer,
-                                              "seed": seed, **kwargs}, device, data_dir)
-        return run_dir
+        return self.train(target, self.root / f"{model}-{optimizer}-s{seed}", model=model, optimizer=optimizer,
+                          seed=seed, **kwargs)
 
-    if missing is None:
-        if "table1" in wanted:
-            table1_runs()
-        if "fig1" in wanted:
-            # Fig. 1: exact Hessian spectra at two SGD minima (small-lenet in the paper; small-mnistfc on 8x8 digits)
-            for seed in settings["seeds"]:
-                run_dir = sgd_minimum("fig1", model_for("small-lenet"), seed)
-                _spectrum_step(result, "fig1", run_dir, "exact", device, data_dir, samples=settings["samples"])
-        if "fig3" in wanted:
-            model = model_for("small-mnistfc")
-            for seed in settings["seeds"]:
-                run_dir = sgd_minimum("fig3", model, seed)
-                _spectrum_step(result, "fig3", run_dir, "exact", device, data_dir, samples=settings["samples"])
-            first = root / f"{model}-sgd-s{settings['seeds'][0]}"
-            _spectrum_step(result, "fig3", first, "lanczos", device, data_dir, samples=settings["samples"], k=20)
-            _spectrum_step(result, "fig3", first, "slq", device, data_dir, samples=settings["samples"])
-            _spectrum_step(result, "fig3", first, "fisher-diag", device, data_dir, samples=settings["samples"])
-        if "correlation" in wanted:
-            population = settings["population"]
-            model = model_for("small-mnistfc")
-            for optimizer, epochs in population["optimizers"].items():
-                for factor in population["lr_factors"]:
-                    lr = DEFAULT_LR[optimizer] * factor
-                    for batch in population["batch_sizes"]:
-                        for seed in population["seeds"]:
-                            run_dir = root / "population" / f"{optimizer}-lr{lr:g}-b{batch}-s{seed}"
-                            _train_step(result, "correlation", run_dir,
-                                        {"model": model, "dataset": dataset, "optimizer": optimizer, "lr": lr,
-                                         "batch_size": batch, "seed": seed, "epochs": epochs}, device, data_dir)
-                            for measure in settings["measures"]:
-                                options = {"data_samples": settings["flatness_samples"]}
-                                if measure == "local-entropy":
-                                    # Laplace from SLQ + CG (Sec. 4.1's saddle point), the scopes of Fig. 2
-                                    options.update(method="laplace", gammas=(1.0, 10.0, 100.0))
-                                _flatness_step(result, "correlation", run_dir, measure, device, data_dir, **options)
-    if "fig3" in wanted and config.scale == "full":
-        # Fig. 3b and 3c bring their own data (a text file, CIFAR-10): planned whether or not the scale's images load
-        _fig3_full(result, config, settings, root)
-    if "fig2" in wanted:
+    def table1(self) -> None:
+        for model in map(self.model_for, self.settings.get("table1_models", ("small-mnistfc",))):
+            for optimizer, kwargs in self.settings["table1"].items():
+                for seed in self.settings["seeds"]:
+                    self.train("table1", self.root / f"{model}-{optimizer}-s{seed}", model=model,
+                               optimizer=optimizer, seed=seed, **kwargs)
+
+    def fig1(self) -> None:
+        """Exact Hessian spectra at two SGD minima (small-lenet in the paper)."""
+        for seed in self.settings["seeds"]:
+            self.spectrum("fig1", self.sgd_minimum("fig1", self.model_for("small-lenet"), seed), "exact")
+
+    def fig3(self) -> None:
+        """Fig. 3a's exact spectra, and Lanczos / SLQ / the Fisher diagonal on the first of its minima."""
+        model = self.model_for("small-mnistfc")
+        for seed in self.settings["seeds"]:
+            self.spectrum("fig3", self.sgd_minimum("fig3", model, seed), "exact")
+        first = self.root / f"{model}-sgd-s{self.settings['seeds'][0]}"
+        self.spectrum("fig3", first, "lanczos", k=20)
+        self.spectrum("fig3", first, "slq")
+        self.spectrum("fig3", first, "fisher-diag")
+
+    def correlation(self) -> None:
+        """The population (optimizer x learning rate x batch size x seed), every flatness measure on each."""
+        from landscape.train import DEFAULT_LR
+
+        population = self.settings["population"]
+        grid = [(optimizer, epochs, DEFAULT_LR[optimizer] * factor, batch, seed)
+                for optimizer, epochs in population["optimizers"].items() for factor in population["lr_factors"]
+                for batch in population["batch_sizes"] for seed in population["seeds"]]
+        for optimizer, epochs, lr, batch, seed in grid:
+            run_dir = self.train("correlation", self.root / "population" / f"{optimizer}-lr{lr:g}-b{batch}-s{seed}",
+                                 model=self.model_for("small-mnistfc"), optimizer=optimizer, lr=lr,
+                                 batch_size=batch, seed=seed, epochs=epochs)
+            for measure in self.settings["measures"]:
+                _flatness_step(self.result, "correlation", run_dir, measure, self.config.device,
+                               self.config.data_dir, **self.flatness_options(measure))
+
+    def flatness_options(self, measure: str) -> dict:
+        options = {"data_samples": self.settings["flatness_samples"]}
+        if measure == "local-entropy":
+            # Laplace from SLQ + CG (Sec. 4.1's saddle point), the scopes of Fig. 2
+            options.update(method="laplace", gammas=(1.0, 10.0, 100.0))
+        return options
+
+    def fig2(self) -> None:
         from landscape.flatness.fig2 import write_fig2
 
-        fig_dir = root / "fig2"
+        fig_dir, result = self.root / "fig2", self.result
         result.steps.append(Step("fig2", "fig2", f"python -c \"from landscape.flatness.fig2 import write_fig2; "
                                                  f"write_fig2('{fig_dir}')\"",
                                  lambda: write_fig2(fig_dir, log=result.log if result.progress else None),
                                  lambda: (fig_dir / "fig2.json").exists(), fig_dir))
         result.report_dirs.append(fig_dir)
-    return result
+
+
+#: Targets that need the scale's image dataset, in the order they are planned.
+IMAGE_TARGETS = ("table1", "fig1", "fig3", "correlation")
+
+
+def plan(config: ReproduceConfig, settings: dict | None = None) -> Plan:
+    """The steps ``config`` asks for, in order, without running anything.
+
+    ``settings`` replaces entries of the scale's table (:data:`QUICK` / :data:`FULL`),
+    e.g. a smaller population; the runs directory should then differ from the default.
+    A target whose data are missing is listed in ``skipped`` with the reason; the steps
+    of the others (Fig. 3b's text, Fig. 2's toy energy) are planned all the same.
+    """
+    planner = _Planner(config, {**(QUICK if config.scale == "quick" else FULL), **(settings or {})}, Plan())
+    wanted = TARGETS[:-1] if config.target == "all" else (config.target,)
+    dataset = planner.dataset
+    missing = _dataset_available(dataset, config.data_dir) if dataset != "digits" else None
+    if missing:
+        planner.result.skipped.append(f"{dataset}: {missing}")
+    for target in IMAGE_TARGETS:
+        if target in wanted and missing is None:
+            getattr(planner, target)()
+    if "fig3" in wanted and config.scale == "full":
+        # Fig. 3b and 3c bring their own data (a text file, CIFAR-10): planned whether or not the scale's images load
+        _fig3_full(planner.result, config, planner.settings, planner.root)
+    if "fig2" in wanted:
+        planner.fig2()
+    return planner.result
 
 
 def reproduce(config: ReproduceConfig, *, log: Callable[[str], None] = print, dry_run: bool = False,
