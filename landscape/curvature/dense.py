@@ -373,7 +373,7 @@ def _split_phases(H, op, split, state: dict, commit, budget: list, bar, task, bl
         trim_heap()
     if not state["split_psi_vanishes"]:
         cols = list(split.trunk)
-    offsets = dict(zip(top.names, np.cumsum([0] + top.sizes[:-1])))
+    offsets = top.offsets
     sizes = dict(zip(top.names, top.sizes))
     idx_all = np.concatenate([np.zeros(0, dtype=np.int64)]
                              + [np.arange(offsets[f"model.{n}"], offsets[f"model.{n}"] + sizes[f"model.{n}"]) for n in cols])

@@ -121,7 +121,7 @@ def plan_split(op: HessianOperator, group: slice, names: list[str], module: nn.L
         handle.remove()
     if not trunk:
         return None  # nothing to gain over the plain GGN path (its columns are cheap)
-    offsets = dict(zip(op.names, np.cumsum([0] + op.sizes[:-1])))
+    offsets = op.offsets
     sizes = dict(zip(op.names, op.sizes))
 
     def index(ns):
@@ -545,7 +545,7 @@ def psi_weights(op: HessianOperator, split: Split, sample_chunk: int = 256,
 
 def psi_block_vanishes(top: HessianOperator, split: Split, seed: int = 0) -> bool:
     """Numerical check that psi's Hessian vanishes on the trunk's largest layer's own block."""
-    offsets = dict(zip(top.names, np.cumsum([0] + top.sizes[:-1])))
+    offsets = top.offsets
     sizes = dict(zip(top.names, top.sizes))
     idx = np.concatenate([np.arange(offsets[f"model.{n}"], offsets[f"model.{n}"] + sizes[f"model.{n}"])
                           for n in split.trunk_largest])

@@ -54,17 +54,26 @@ class NondeterministicOperatorError(LandscapeError):
     """Two evaluations of the same product differ (dropout / train-mode BatchNorm)."""
 
 
+def _named_by(name: str, spec: str) -> bool:
+    """A parameter tensor is named by its full name or by a prefix of whole module names."""
+    return name == spec or name.startswith(spec + ".")
+
+
+def check_parameter_names(model: nn.Module, params: Sequence[str] | None) -> None:
+    """Refuse a ``params`` entry that names no parameter tensor or module (a typo must not pass silently)."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    for spec in params or ():
+        if not any(_named_by(n, spec) for n in names):
+            raise LandscapeError(f"--param '{spec}' matches no parameter; the model's parameters are {', '.join(names)}.")
+
+
 def select_parameters(model: nn.Module, params: Sequence[str] | None) -> list[str]:
     """Names of the trainable parameters to differentiate: all, or those named/prefixed."""
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     if params is None:
         return names
-    chosen = [n for n in names if any(n == s or n.startswith(s + ".") for s in params)]
-    if not chosen:
-        raise LandscapeError(
-            f"No parameter matches {list(params)}: the model's parameters are {', '.join(names)}."
-        )
-    return chosen
+    check_parameter_names(model, params)
+    return [n for n in names if any(_named_by(n, spec) for spec in params)]
 
 
 class ModelOperator(LinearOperator):
@@ -123,6 +132,14 @@ class ModelOperator(LinearOperator):
     # -- parameter vectors ---------------------------------------------------------
     def unflatten(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
         return {n: t.view(s) for n, t, s in zip(self.names, torch.split(v, self.sizes), self.shapes)}
+
+    @property
+    def offsets(self) -> dict[str, int]:
+        """Where each parameter tensor starts in the flat vector."""
+        starts = [0]
+        for size in self.sizes[:-1]:
+            starts.append(starts[-1] + size)
+        return dict(zip(self.names, starts))
 
     def flatten(self, d: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.cat([d[n].reshape(-1) for n in self.names])

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from landscape.curvature.operators import select_parameters
+from landscape.curvature.operators import check_parameter_names, select_parameters
 from landscape.device import analysis_context
 from landscape.errors import LandscapeError
 from landscape.losses import cross_entropy
@@ -74,16 +74,6 @@ def as_splits(data, batch_size: int = 1024) -> dict[str, list[Batch]]:
     return {"train": as_batches(data, batch_size)}
 
 
-def check_parameter_names(model: nn.Module, params: Sequence[str] | None) -> None:
-    """Refuse a ``params`` entry that names no parameter tensor or module (a typo must not pass silently)."""
-    if not params:
-        return
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    for spec in params:
-        if not any(n == spec or n.startswith(spec + ".") for n in names):
-            raise LandscapeError(f"--param '{spec}' matches no parameter; the model's parameters are {', '.join(names)}.")
-
-
 class NetworkFunction:
     """Mean loss and error of a private, evaluation-mode copy of ``model`` at given parameters.
 
@@ -109,7 +99,6 @@ class NetworkFunction:
         self.module = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
         self.module.eval()
         self._exact = analysis_context(self.module, self.device)  # TF32 / cuDNN-RNN off on CUDA
-        check_parameter_names(self.module, params)
         self.names = select_parameters(self.module, params)
         named = dict(self.module.named_parameters())
         self.base = {n: named[n].detach() for n in self.names}

@@ -27,18 +27,13 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from landscape.optim.entropy_sgd import check_generator, default_generator
+from landscape.optim.entropy_sgd import _require, check_generator, default_generator
 from landscape.optim.rng import Generator, standard_normal_
 
 __all__ = ["ReplicatedSGD"]
 
 _GENERATOR_KEY = "generator_state"
 _BUFFERS_KEY = "replica_buffers"
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
 
 
 class ReplicatedSGD(Optimizer):
