@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from landscape.checkpoint import checkpoint_dataset, load_checkpoint, package_versions
+from landscape.data.splits import select_samples
 from landscape.curvature.dense import MATRIX_FILE, STATE_FILE, dense_hessian, parse_workspace
 from landscape.curvature.diagonal import adam_fisher_diagonal, diagonal_fisher
 from landscape.curvature.operators import FisherOperator, GGNOperator, HessianOperator, make_batches
@@ -124,20 +125,6 @@ def peak_rss_mb() -> float:
     """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def select_samples(dataset, n: int, seed: int | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """The first ``n`` samples in dataset order, or a seeded random subset."""
-    total = len(dataset)
-    if n > total:
-        raise LandscapeError(f"--samples {n} exceeds the {total} samples of the '{dataset.split}' split.")
-    if seed is None:
-        index = torch.arange(n)
-        rule = f"first {n} of the '{dataset.split}' split in dataset order"
-    else:
-        index = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
-        rule = f"{n} of the '{dataset.split}' split drawn with seed {seed}"
-    return dataset.inputs[index], dataset.targets[index], {"rule": rule, "indices_head": index[:10].tolist()}
 
 
 def build_operator(model, batches, config: SpectrumConfig, device, dtype):

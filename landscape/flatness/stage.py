@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from landscape.checkpoint import checkpoint_dataset, load_checkpoint, package_versions
+from landscape.data.splits import select_samples
 from landscape.curvature.base import ScaledOperator
 from landscape.curvature.operators import HessianOperator, make_batches
 from landscape.device import resolve_device
@@ -48,7 +49,6 @@ from landscape.flatness.network import check_parameter_names
 from landscape.io import write_json
 from landscape.losses import cross_entropy
 from landscape.results import check_replaceable
-from landscape.spectrum import select_samples
 
 MEASURES = ("local-entropy", "local-energy", "sharpness", "pac-bayes", "fisher-rao")
 DEFAULT_SIGMAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
