@@ -875,11 +875,30 @@ def _root(
     """landscape: train with flatness-seeking optimizers, measure the minima they reach."""
 
 
-def main() -> None:
-    """The console entry point: sizes torch's threads to the idle cores, then runs the command."""
-    from landscape.platform import configure_threads
+def configure_platform(environ: dict) -> str:
+    """Switch the platform services on for a command-line run; returns the line that says so.
 
+    glibc heap tuning keeps a dense build's freed workspace from staying resident;
+    ``LANDSCAPE_HEAP=default`` leaves the allocator alone. ``LANDSCAPE_NO_MKL=1`` keeps MKL
+    unloaded (the exact solve then uses scipy, the SGLD noise torch's generator).
+    """
+    from landscape.platform import configure, describe
+    from landscape.platform.threads import configure_threads
+
+    configure(heap=environ.get("LANDSCAPE_HEAP", "").lower() != "default", mkl=not environ.get("LANDSCAPE_NO_MKL"))
     budget = configure_threads()
-    if budget.threads < budget.cpus:
-        err_console.print(f"note: the machine is busy; using {budget.describe()}", highlight=False)
+    state = describe()
+    parts = [budget.describe(), "glibc heap tuning " + ("on" if state["heap"] else "off"),
+             "MKL " + ("on" if state["mkl_loaded"] else "off")]
+    return "platform: " + ", ".join(parts)
+
+
+def main() -> None:
+    """The console entry point: switches the platform services on, once and visibly, then runs the command."""
+    import os
+
+    line = configure_platform(dict(os.environ))
+    if len(sys.argv) > 2 and sys.argv[1] in ("train", "spectrum", "flatness", "reproduce") and not (
+            {"-q", "--quiet", "-h", "--help", "--dry-run"} & set(sys.argv)):
+        err_console.print(line, highlight=False, soft_wrap=True)
     app()

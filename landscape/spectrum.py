@@ -33,11 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from landscape import platform
 from landscape.checkpoint import checkpoint_dataset, load_checkpoint, package_versions
-from landscape.data.splits import select_samples
 from landscape.curvature.dense import MATRIX_FILE, STATE_FILE, dense_hessian, parse_workspace
 from landscape.curvature.diagonal import adam_fisher_diagonal, diagonal_fisher
 from landscape.curvature.operators import FisherOperator, GGNOperator, HessianOperator, make_batches
+from landscape.data.splits import select_samples
 from landscape.device import resolve_device
 from landscape.errors import LandscapeError
 from landscape.io import write_json, write_npz
@@ -170,6 +171,7 @@ def compute_spectrum(config: SpectrumConfig, *, progress: bool = True, force: bo
         "config": settings,
         "versions": package_versions(),
         "device": str(device),
+        "platform": platform.describe(),
     }
     arrays: dict[str, np.ndarray] = {}
 

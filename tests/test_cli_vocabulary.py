@@ -44,6 +44,7 @@ def test_top_k_lanczos_names_ritz_values_and_no_lambda_min(run_dir, eigenvalues,
     assert result.exit_code == 0, result.output
     info = json.loads((tmp_path / "la" / "spectrum.json").read_text())
     assert "lambda_min" not in info and info["which"] == "LA"
+    assert set(info["platform"]) >= {"heap", "mkl", "mkl_loaded", "torch_threads"}  # what was in force, recorded
     assert info["lambda_max"] == pytest.approx(eigenvalues[-1], rel=1e-9)
     # the smallest of the five top Ritz values is the 5th largest eigenvalue, far from the Hessian's minimum
     assert info["ritz_min"] == pytest.approx(eigenvalues[-5], rel=1e-8, abs=1e-12)
@@ -126,13 +127,13 @@ def test_version_and_help_fit_80_columns():
 
 @pytest.mark.parametrize("cpus, load, threads", [(2, 0.1, 2), (2, 0.6, 1), (2, 5.0, 1), (16, 3.2, 13), (1, 0.0, 1)])
 def test_threads_leave_the_busy_cores_to_others(cpus, load, threads):
-    from landscape.platform import choose_threads
+    from landscape.platform.threads import choose_threads
 
     assert choose_threads(cpus, load) == threads
 
 
 def test_cgroup_quota_caps_the_cores(tmp_path):
-    from landscape.platform import _quota_cpus
+    from landscape.platform.threads import _quota_cpus
 
     (tmp_path / "cpu.max").write_text("150000 100000\n")
     assert _quota_cpus(tmp_path / "cpu.max") == 1.5
@@ -142,7 +143,7 @@ def test_cgroup_quota_caps_the_cores(tmp_path):
 
 
 def test_proc_stat_counts_iowait_as_idle(tmp_path):
-    from landscape.platform import _cpu_times
+    from landscape.platform.threads import _cpu_times
 
     (tmp_path / "stat").write_text("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n")
     assert _cpu_times(tmp_path / "stat") == (150, 1000)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from landscape._heap import bound_heap, trim_heap
+from landscape.platform.heap import bound_heap, trim_heap
 from landscape.curvature.base import LinearOperator, as_operator
 from landscape.errors import LandscapeError
 from landscape.io import write_json
@@ -123,7 +123,7 @@ def dense_hessian(
     mean more, smaller vmapped calls: the build is a little slower (see benchmarks/README).
 
     The build fixes glibc's mmap threshold at 4 MiB for the process and trims glibc's
-    arenas between phases (:mod:`landscape._heap`): with glibc's defaults the heap kept
+    arenas between phases (:mod:`landscape.platform.heap`): with glibc's defaults the heap kept
     freed temporaries, and one conv-net build's workspace varied between 0.59 and 1.65 GB.
     """
     from landscape.curvature import dense_ggn
@@ -391,7 +391,7 @@ def _split_phases(H, op, split, state: dict, commit, budget: list, bar, task, bl
         H[t_rows, base + idx] = R
         H[base + idx, t_rows] = R.T
         del R
-        trim_heap()  # the vmapped product freed many sub-4-MiB tensors (see landscape._heap)
+        trim_heap()  # the vmapped product freed many sub-4-MiB tensors (see landscape.platform.heap)
         state["psi_product_count"] = int(state.get("psi_product_count", 0)) + len(idx)
         state["build_s"] = float(state["build_s"]) + time.perf_counter() - t1
         state["split_units_done"] = b + 1

@@ -48,8 +48,8 @@ import torch
 from torch import nn
 from torch.func import jacrev, vmap
 
-from landscape._heap import trim_heap
-from landscape.curvature._blas import syrk_block_
+from landscape.platform.heap import trim_heap
+from landscape.platform.blas import syrk_block_
 from landscape.curvature.operators import HessianOperator
 from landscape.losses import cross_entropy
 
@@ -291,7 +291,7 @@ def build_kron_block_(H: np.ndarray, op: HessianOperator, block: slice, module: 
             at += a_i.shape[0]
             del a_i, D_i
             if workspace is not None:
-                trim_heap()  # the pass's freed sub-4-MiB temporaries (landscape._heap)
+                trim_heap()  # the pass's freed sub-4-MiB temporaries (landscape.platform.heap)
     D.mul_(1.0 / op.num_samples)
     bias = module.bias is not None
     a_wT = a_w.T

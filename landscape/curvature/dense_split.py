@@ -50,7 +50,7 @@ import torch
 from torch import nn
 from torch.func import grad, jacfwd, jacrev, vmap
 
-from landscape._heap import Trimmer
+from landscape.platform.heap import Trimmer
 from landscape.curvature.dense_ggn import sqrt_lambda_t
 from landscape.curvature.operators import HessianOperator
 from landscape.losses import cross_entropy
@@ -264,7 +264,7 @@ def _sample_chunks(op: HessianOperator, size: int):
 
 
 # under a workspace budget, glibc's arenas are trimmed once the rows pass's freed temporaries
-# hold this fraction of the workspace (landscape._heap.Trimmer): untrimmed, the conv
+# hold this fraction of the workspace (landscape.platform.heap.Trimmer): untrimmed, the conv
 # benchmark's first pass grew by ~3 MB per call after vmapped psi products (26 -> 210 MB
 # over 64 calls); trimmed after every call, the pass took twice as long
 TRIM_SLACK = 0.5

@@ -41,7 +41,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.overrides import TorchFunctionMode
 
-from landscape._heap import Trimmer
+from landscape.platform.heap import Trimmer
 from landscape.curvature.base import LinearOperator
 from landscape.device import analysis_context
 from landscape.errors import LandscapeError
@@ -296,7 +296,7 @@ class HessianOperator(ModelOperator):
     BLOCK_BYTES = 256 * 2**20
     # trims glibc's arenas during "retain" blocks once their freed temporaries hold half of
     # BLOCK_BYTES (set by within(): each second backward left ~2-4 MB of freed sub-4-MiB
-    # blocks resident, see landscape._heap.Trimmer). One per operator, not per block: the
+    # blocks resident, see landscape.platform.heap.Trimmer). One per operator, not per block: the
     # residual check's 63 two-column blocks at N = 1000 each left their garbage to the next
     _trimmer: Trimmer | None = None
     # within(): a sub-batch's graph times this must fit the workspace. A "retain" column's
@@ -350,7 +350,7 @@ class HessianOperator(ModelOperator):
         eval mode (batch statistics tie a train-mode batch's samples together) and
         without a kept graph; otherwise, or where ``BLOCK_BYTES`` is already that small,
         it is returned unchanged. Its "retain" blocks give glibc's free pages back as they
-        pile up (:class:`landscape._heap.Trimmer`: the freed temporaries of 64 second
+        pile up (:class:`landscape.platform.heap.Trimmer`: the freed temporaries of 64 second
         backward passes through a conv net otherwise stayed resident, ~250 MB).
         The new operator shares this one's model copy; its
         block scheme is picked afresh.

@@ -120,7 +120,7 @@ def exact_spectrum(
     """
     from scipy.linalg import eigh
 
-    from landscape import _mkl
+    from landscape.platform import mkl
 
     if backend not in ("auto", "mkl", "scipy", "torch"):
         raise ValueError(f"backend must be auto, mkl, scipy or torch, got {backend!r}")
@@ -131,8 +131,8 @@ def exact_spectrum(
     n = H.shape[0]
     use_torch = backend == "torch" or (backend == "auto" and gpu_fits(n, dtype, device))
     use_mkl = not use_torch and (backend == "mkl" or (backend == "auto" and driver == "evd"
-                                                     and _mkl.load() is not None))
-    if backend == "mkl" and _mkl.load() is None:
+                                                     and mkl.load() is not None))
+    if backend == "mkl" and mkl.load() is None:
         raise ValueError("backend='mkl' needs Intel MKL: pip install mkl")
 
     start = time.perf_counter()
@@ -146,7 +146,7 @@ def exact_spectrum(
     else:
         A, in_place = _as_fortran_symmetric(H, dtype, overwrite)
         if use_mkl:
-            eigenvalues = _mkl.syevd_values_(A)
+            eigenvalues = mkl.syevd_values_(A)
         else:
             eigenvalues = eigh(A, eigvals_only=True, overwrite_a=True, check_finite=False, driver=driver)
     eigenvalues = np.sort(np.asarray(eigenvalues, dtype=np.float64))

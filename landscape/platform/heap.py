@@ -21,7 +21,8 @@ the pre-touched matrix, through the rows pass that followed). ``malloc_trim(0)``
 every whole free page of every arena back (glibc >= 2.8); :func:`trim_heap` calls it
 between a build's phases, where it takes milliseconds, and the same build then stayed
 18-20 MB above the matrix between its phases (peak 443 -> 336 MB before the workspace
-budget). ``LANDSCAPE_HEAP=default`` leaves malloc alone (both calls become no-ops).
+budget). Both calls are no-ops unless the platform's ``heap`` service is on
+(:func:`landscape.platform.configure`; the command line turns it on).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+
+from landscape.platform import current
 
 _M_MMAP_THRESHOLD = -3
 DEFAULT_THRESHOLD = 4 * 2**20
@@ -38,9 +41,9 @@ _LIBC: list = []  # [glibc's handle or None], looked up once (find_library may r
 def bound_heap(threshold: int = DEFAULT_THRESHOLD) -> bool:
     """Fix glibc's mmap threshold at ``threshold`` bytes for this process; True where it took effect.
 
-    Cheap to call again; a no-op (False) off glibc or with ``LANDSCAPE_HEAP=default``.
+    Cheap to call again; a no-op (False) off glibc or with the heap service off.
     """
-    if os.environ.get("LANDSCAPE_HEAP", "").lower() == "default":
+    if not current().heap:
         return False
     libc = _glibc()
     return libc is not None and libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)) == 1
@@ -50,9 +53,9 @@ def trim_heap() -> bool:
     """Give the free pages of glibc's arenas back to the kernel (``malloc_trim(0)``).
 
     True where glibc released memory; False where it had none to release, off glibc, or
-    with ``LANDSCAPE_HEAP=default``. Call it after a phase that freed many small tensors.
+    with the heap service off. Call it after a phase that freed many small tensors.
     """
-    if os.environ.get("LANDSCAPE_HEAP", "").lower() == "default":
+    if not current().heap:
         return False
     libc = _glibc()
     return libc is not None and libc.malloc_trim(0) == 1

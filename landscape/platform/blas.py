@@ -5,7 +5,7 @@ scipy's Python wrapper copies a non-contiguous output, which would defeat buildi
 ``C[off:off+m, off:off+m] += alpha * A^T A`` updates a block of a large (memory-mapped)
 matrix directly. Backends, in order of preference:
 
-1. Intel MKL's ``cblas_dsyrk`` (when ``pip install mkl`` is present, see landscape._mkl);
+1. Intel MKL's ``cblas_dsyrk`` (when ``pip install mkl`` is present, see landscape.platform.mkl);
 2. PyTorch's ``addmm_`` on a strided view of the same memory (torch's CPU wheels link
    MKL; a full GEMM, so twice the flops of syrk, but correct at any size);
 3. scipy's bundled OpenBLAS ``dsyrk`` through ``scipy.linalg.cython_blas``, only for
@@ -45,7 +45,7 @@ def _load():
 
 
 def _mkl_syrk():
-    from landscape import _mkl
+    from landscape.platform import mkl as _mkl
 
     lib = _mkl.load()
     if lib is None:
