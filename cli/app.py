@@ -715,7 +715,7 @@ def flatness(
             target=target, metric=metric.value, epsilon=epsilon, steps=steps, hessian=hessian, max_probes=max_probes,
         )
         log = stderr_log(quiet)
-        path, result = compute_flatness(config, log=log, force=force)
+        path, result = compute_flatness(config, log=log, progress=not quiet, force=force)
         for line in summarise_flatness(result):
             console.print(line, highlight=False, soft_wrap=True)
         if result.get("replaced"):
