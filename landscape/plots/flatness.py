@@ -53,7 +53,8 @@ def draw_local_energy_groups(ax: Axes, groups: Mapping[str, Sequence[dict]], *, 
         same = [r for r in results if np.array_equal(np.asarray(r["sigmas"], dtype=np.float64), sigmas)]
         curves = np.array([r["delta"][split][metric] for r in same], dtype=np.float64)
         scale = 100.0 if metric == "error" else 1.0
-        ax.plot(sigmas, scale * curves.mean(axis=0), marker=marker_for(label, i), markersize=3.5, color=color, linestyle=linestyle,
+        ax.plot(sigmas, scale * curves.mean(axis=0), marker=marker_for(label, i), markersize=3.5, color=color,
+                linestyle=linestyle,
                 label=f"{label} ({len(same)} run{'s' if len(same) != 1 else ''})")
         if len(same) > 1:
             ax.fill_between(sigmas, scale * curves.min(axis=0), scale * curves.max(axis=0), color=color, alpha=0.2,
@@ -156,6 +157,8 @@ def draw_fig2_2d(axes: Sequence[Axes], data: Mapping[str, np.ndarray]) -> Sequen
         ax.set_title(title, fontsize=8)
         ax.set_aspect("equal")
         ax.tick_params(labelsize=6)
+        ax.set_xlabel("x₁", fontsize=7)
+        ax.set_ylabel("x₂", fontsize=7, labelpad=1)
     if "d2_compare_points" in data and len(axes) > 1:
         points = np.asarray(data["d2_compare_points"])
         diff = (np.asarray(data["d2_sgld"]) - np.asarray(data["d2_quadrature"])) / np.asarray(data["d2_sgld_stderr"])
