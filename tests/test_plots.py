@@ -34,7 +34,8 @@ def test_eigenspectrum_counts_and_annotations():
     text = "\n".join(t.get_text() for t in ax.texts)
     assert "|λ|<1e-5: 70.0%" in text and "|λ|<1e-4: 70.0%" in text  # the 10 window values are >= 4/9e-3
     assert "λmax = 1," in text and "λmin = -0.3" in text
-    assert not any(t.get_fontfamily() == ["monospace"] for t in ax.texts) and min(t.get_fontsize() for t in ax.texts) >= 7
+    assert not any(t.get_fontfamily() == ["monospace"] for t in ax.texts)
+    assert min(t.get_fontsize() for t in ax.texts) >= 7
     # headroom: the central peak (70 + 1 in one bin) stays well below the top of the frame
     assert ax.get_ylim()[1] >= 10 * 71
     svg = svg_bytes(fig)

@@ -148,7 +148,8 @@ def draw_density(
         # normalised by ALL n eigenvalues, like the SLQ density, so the eigenvalues left out on the log grid
         # lower the histogram instead of inflating the rest
         counts, edges = np.histogram(values, bins=80)
-        ax.stairs(counts / (lam.size * np.diff(edges)), edges, fill=True, color="0.8", label=f"{exact_label} (histogram)")
+        ax.stairs(counts / (lam.size * np.diff(edges)), edges, fill=True, color="0.8",
+                  label=f"{exact_label} (histogram)")
     text = label if bandwidth is None else f"{label} (bandwidth {bandwidth:.2g})"
     ax.plot(grid, density, color=color or color_for(label, 0), linewidth=1.2, label=text)
     ax.set_xlabel("log10 |λ|" if scale == "log" else "eigenvalue λ")
@@ -176,7 +177,8 @@ def draw_ritz_values(ax: Axes, ritz_values: np.ndarray, residuals: np.ndarray, *
     theta = np.asarray(ritz_values)[order]
     res = np.asarray(residuals)[order]
     idx = np.arange(1, theta.size + 1)
-    ax.errorbar(idx, theta, yerr=res, fmt="o", markersize=3, color=color_for(label, 0), label=f"{label} Ritz ± residual")
+    ax.errorbar(idx, theta, yerr=res, fmt="o", markersize=3, color=color_for(label, 0),
+                label=f"{label} Ritz ± residual")
     if exact is not None:
         # each Ritz value beside the exact eigenvalue nearest to it: right for the top (LA), the bottom (SA) or both
         lam = np.sort(np.asarray(exact, dtype=np.float64))

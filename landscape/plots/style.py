@@ -26,7 +26,8 @@ import matplotlib.colors
 import seaborn as sns
 from matplotlib.figure import Figure
 
-__all__ = ["RC", "OKABE_ITO", "OPTIMIZER_COLORS", "OPTIMIZER_MARKERS", "LINESTYLES", "color_for", "marker_for", "line_styles", "new_figure", "style", "styled",
+__all__ = ["RC", "OKABE_ITO", "OPTIMIZER_COLORS", "OPTIMIZER_MARKERS", "LINESTYLES", "color_for", "marker_for",
+           "line_styles", "new_figure", "style", "styled",
            "svg_bytes", "png_bytes", "save_figure"]
 
 #: matplotlib settings on top of seaborn's "ticks" theme, "paper" context.
