@@ -217,6 +217,8 @@ def _browser_page(chromium: str, html: Path, width: int, shot: Path) -> dict:
                 wide: Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right
                       > window.innerWidth + 0.5).map(e => e.tagName + ' ' + e.textContent.slice(0, 40)),
                 tables: Array.from(document.querySelectorAll('table')).map(t => t.getBoundingClientRect().right),
+                column: document.body.getBoundingClientRect().right
+                        - parseFloat(getComputedStyle(document.body).paddingRight),
                 text: document.body.innerText,
                 lastElement: document.body.lastElementChild.outerHTML.slice(0, 300),
                 skippedInDetails: Array.from(document.querySelectorAll('#skipped + details li'))
@@ -256,6 +258,7 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     # layout at 1,400 px: nothing wider than the window, every table inside it
     assert facts["scrollWidth"] <= facts["innerWidth"], facts["wide"][:5]
     assert facts["wide"] == [] and max(facts["tables"]) <= facts["innerWidth"]
+    assert max(facts["tables"]) <= facts["column"] + 1  # not even into the page's margin
     # every figure has labelled axes (x and y at least)
     for *_, alt, src in facts["images"]:
         svg = base64.b64decode(src.split(",", 1)[1]).decode("utf-8")
@@ -396,7 +399,7 @@ def test_the_headline_sets_the_papers_fig1_numbers_beside_ours_on_the_same_data(
         runs.append(run)
     mnist = build_report([str(runs[0])], tmp_path / "a").read_text(encoding="utf-8")
     head = mnist[mnist.index('<section id="headline">'):mnist.index("</section>")]
-    assert "Fig. 1: exact hessian spectrum of small-lenet" in head
+    assert "Fig. 1: exact Hessian spectrum of small-lenet" in head
     exact = json.loads((run_dir / "spectrum-exact" / "spectrum.json").read_text())
     row = head[head.index("<td class=\"l\">λmax</td>"):]
     row = row[: row.index("</tr>")]
@@ -404,4 +407,4 @@ def test_the_headline_sets_the_papers_fig1_numbers_beside_ours_on_the_same_data(
     fashion = build_report([str(runs[1])], tmp_path / "b").read_text(encoding="utf-8")
     head = fashion[fashion.index('<section id="headline">'):fashion.index("</section>")]
     assert "different data (paper: MNIST; here: fashion-mnist)" in head and ">40<" not in head
-    assert "<title>Fig. 1: exact hessian spectra of small-lenet on fashion-mnist</title>" in fashion
+    assert "<title>Fig. 1: exact Hessian spectra of small-lenet on fashion-mnist</title>" in fashion

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 from landscape.report.collect import RunArtifacts, finite_float
 from landscape.report.fmt import num, pct
-from landscape.report.paper import PAPER_SPECTRA, PAPER_TABLE1, PaperSpectrum, PaperTable1, same_data
+from landscape.report.paper import PAPER_SPECTRA, PAPER_TABLE1, PaperSpectrum, PaperTable1, operator_name, same_data
 
 __all__ = ["Comparison", "spectrum_comparisons", "table1_comparisons", "paper_cell"]
 
@@ -62,7 +62,7 @@ def spectrum_comparisons(runs: list[RunArtifacts]) -> list[Comparison]:
 
 def _spectrum_table(paper: PaperSpectrum, dataset, operator, members: list[RunArtifacts]) -> Comparison:
     comparable = same_data(paper.dataset, dataset) and operator == paper.operator
-    our_data = f"{dataset}, {operator}" if operator != paper.operator else str(dataset)
+    our_data = f"{dataset}, {operator_name(operator)}" if operator != paper.operator else str(dataset)
     rows = []
     for key, value in paper.stats.items():
         ours = [_our_stat(m.spectra["exact"]["json"], key) for m in members]
@@ -73,7 +73,7 @@ def _spectrum_table(paper: PaperSpectrum, dataset, operator, members: list[RunAr
     ours = f"{len(members)} run{'s' if len(members) != 1 else ''} on {dataset}" + (
         f", {', '.join(f'{s:,}' if isinstance(s, int) else str(s) for s in sorted(samples, key=str))} samples"
         if samples != {None} else "")
-    return {"title": f"{paper.figure}: exact {operator} spectrum of {paper.model}",
+    return {"title": f"{paper.figure}: exact {operator_name(operator)} spectrum of {paper.model}",
             "ours_label": f"ours ({ours}; one value per run)",
             "paper_label": f"paper ({paper.figure}, {paper.dataset_label}, {paper.runs} runs)", "rows": rows}
 

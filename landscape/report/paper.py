@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = ["PaperSpectrum", "PaperResult", "PaperTable1", "PAPER_SPECTRA", "PAPER_TABLE1", "TARGET_TITLES",
-           "same_data", "target_title"]
+           "OPERATOR_NAMES", "operator_name", "same_data", "target_title"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,14 @@ TARGET_TITLES = {
     "correlation": "Flatness measures against test error",
     "all": "Entropy-SGD (Chaudhari et al. 2017): every reproduced figure and table",
 }
+
+
+#: How an operator's name is written in prose.
+OPERATOR_NAMES = {"hessian": "Hessian", "ggn": "GGN", "fisher": "Fisher"}
+
+
+def operator_name(operator) -> str:
+    return OPERATOR_NAMES.get(str(operator), str(operator))
 
 
 def target_title(target: str, scale: str) -> str:

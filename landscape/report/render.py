@@ -32,7 +32,7 @@ from landscape.report.archive import archive_runs
 from landscape.report.collect import RunArtifacts, collect, finite_float, flatness_scalars, run_label
 from landscape.report.fmt import duration, num, pct, short_name, signed
 from landscape.report.headline import spectrum_comparisons, table1_comparisons
-from landscape.report.paper import PAPER_SPECTRA, PAPER_TABLE1, target_title
+from landscape.report.paper import PAPER_SPECTRA, PAPER_TABLE1, operator_name, target_title
 
 __all__ = ["PAPER_SPECTRA", "PAPER_TABLE1", "build_report", "render_report", "default_title"]
 
@@ -266,14 +266,14 @@ def _exact_figures(runs: list[RunArtifacts], warnings: list[str]) -> list[dict]:
         labels = [run_label(m) for m in shown]
         if len({_settings(m.spectra["exact"]["json"]) for m in shown}) > 1:
             labels = [f"{label} ({_settings_text(m.spectra['exact']['json'])})" for label, m in zip(labels, shown)]
-            warnings.append(f"The exact {operator} spectra of {model} on {dataset} were measured on different "
+            warnings.append(f"The exact {operator_name(operator)} spectra of {model} on {dataset} were measured on different "
                             "samples, dtypes or modes; each curve is labelled with its own.")
         fig, ax = new_figure(width=7.0, height=5.4)
         draw_eigenspectrum(ax, [m.spectra["exact"]["arrays"]["eigenvalues"] for m in shown], labels)
         extra = f" ({len(members) - 4} more runs in the table)" if len(members) > 4 else ""
         paper = PAPER_SPECTRA.get(model)
         where = f"paper {paper.figure}" if paper else "paper Figs. 1 / 3"
-        figures.append(_figure(fig, f"Exact {operator} eigenspectrum, {model} on {dataset}: central window |λ| ≤ 1% "
+        figures.append(_figure(fig, f"Exact {operator_name(operator)} eigenspectrum, {model} on {dataset}: central window |λ| ≤ 1% "
                                     f"of the spectral radius (log counts), tails as insets ({where}){extra}.",
                                f"eigenspectrum {model} {dataset}"))
     return figures
@@ -291,6 +291,7 @@ def _spectra_section(runs: list[RunArtifacts]) -> dict | None:
     figures += [_ritz_figure(run, warnings) for run in [r for r in runs if "lanczos" in r.spectra][:MAX_DETAIL]]
     figures += _diagonal_figures(runs)
     return {"figures": figures, "stats": stats, "diagonal": diagonal, "warnings": warnings,
+            "any_notes": any(row["notes"] for row in stats),
             "comparisons": spectrum_comparisons(runs)}
 
 
@@ -567,7 +568,7 @@ def default_title(runs: list[RunArtifacts], figs: list) -> str:
                for r in runs if "exact" in r.spectra}
     if len(spectra) == 1 and len(models) == 1 and models[0] in PAPER_SPECTRA and not any(r.flatness for r in runs):
         model, dataset, operator = spectra.pop()
-        return f"{PAPER_SPECTRA[model].figure}: exact {operator} spectra of {model} on {dataset}"
+        return f"{PAPER_SPECTRA[model].figure}: exact {operator_name(operator)} spectra of {model} on {dataset}"
     what = [name for name, present in (
         ("training", any(len(r.metrics) > 1 for r in runs)),
         ("Hessian spectra" if spectra else "curvature spectra", any(r.spectra for r in runs)),
