@@ -408,3 +408,15 @@ def test_the_headline_sets_the_papers_fig1_numbers_beside_ours_on_the_same_data(
     head = fashion[fashion.index('<section id="headline">'):fashion.index("</section>")]
     assert "different data (paper: MNIST; here: fashion-mnist)" in head and ">40<" not in head
     assert "<title>Fig. 1: exact Hessian spectra of small-lenet on fashion-mnist</title>" in fashion
+
+
+def test_runs_on_other_networks_or_data_get_their_own_figures(run_dir, tmp_path):
+    other = tmp_path / "lstm"
+    shutil.copytree(run_dir, other)
+    config = json.loads((other / "config.json").read_text())
+    config.update(model="char-lstm", dataset="text:GPL-3")
+    (other / "config.json").write_text(json.dumps(config))
+    html = build_report([str(run_dir), str(other)], tmp_path / "r").read_text(encoding="utf-8")
+    alts = re.findall(r'<img src="[^"]*" alt="([^"]*)"', html)
+    assert "training curves char-lstm on text:GPL-3" in alts and "training curves small-mnistfc on digits" in alts
+    assert "local energy curves char-lstm on text:GPL-3" in alts and "local energy curves small-mnistfc on digits" in alts

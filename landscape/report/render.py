@@ -357,8 +357,18 @@ def _diagonal_figures(runs: list[RunArtifacts]) -> list[dict]:
     return figures
 
 
-def _energy_figure(runs: list[RunArtifacts]) -> dict | None:
-    with_energy = [r for r in runs if "local-energy" in r.flatness]
+def _energy_figures(runs: list[RunArtifacts]) -> list[dict]:
+    """One local-energy figure per network and dataset: their losses do not share an axis."""
+    by_data: dict[tuple, list[RunArtifacts]] = defaultdict(list)
+    for run in runs:
+        if "local-energy" in run.flatness:
+            by_data[(str(run.config.get("model")), str(run.config.get("dataset")))].append(run)
+    figures = [_energy_figure(members, f"{model} on {dataset}" if len(by_data) > 1 else "")
+               for (model, dataset), members in sorted(by_data.items())]
+    return [f for f in figures if f is not None]
+
+
+def _energy_figure(with_energy: list[RunArtifacts], title: str) -> dict | None:
     labels = [run_label(r) for r in with_energy]
     if len(set(labels)) < len(labels):  # e.g. a population at one seed: the run names tell them apart
         labels = [f"{r.config.get('optimizer')} · {short_name(r.name)}" for r in with_energy]
@@ -382,10 +392,13 @@ def _energy_figure(runs: list[RunArtifacts]) -> dict | None:
             draw_local_energy(ax, shown, split=split, metric=metric, legend=False)
     handles, names = np.atleast_1d(axes)[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside right upper", frameon=False, fontsize=8)  # never over the curves
+    if title:
+        fig.suptitle(title, fontsize=10)
     more = (f" {len(energies)} runs: mean per optimizer, band from the lowest to the highest run; the table "
             "below has every run." if many else "")
-    return _figure(fig, "Local energy ΔE(σ): mean increase of the loss / error under weight noise, ± standard error "
-                        "over noise draws." + more, "local energy curves")
+    caption = ("Local energy ΔE(σ): mean increase of the loss / error under weight noise, ± standard error over "
+               "noise draws." + more)
+    return _figure(fig, f"{title}: {caption}" if title else caption, f"local energy curves {title}".strip())
 
 
 def _chunks(items: list, size: int) -> list[list]:
@@ -412,7 +425,7 @@ def _entropy_rows(runs: list[RunArtifacts]) -> tuple[list[dict], list[float]]:
 def _flatness_section(runs: list[RunArtifacts]) -> dict | None:
     if not any(r.flatness for r in runs):
         return None
-    figure = _energy_figure(runs)
+    figures = _energy_figures(runs)
     names: list[str] = []
     invariant: dict[str, bool] = {}
     per_run = []
@@ -430,7 +443,7 @@ def _flatness_section(runs: list[RunArtifacts]) -> dict | None:
                  for r in runs for measure, info in sorted(r.flatness.items())
                  for entry in (info.get("entries") or []) for text in (entry.get("warnings") or [])]
     # a few measures per table: one row of a dozen measures was wider than the page
-    return {"figures": [figure] if figure else [], "names": names, "name_chunks": _chunks(names, 5),
+    return {"figures": figures, "names": names, "name_chunks": _chunks(names, 5),
             "invariant": invariant, "per_run": per_run, "entropy": entropy, "entropy_gammas": gammas,
             "warnings": warnings}
 
