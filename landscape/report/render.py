@@ -266,15 +266,16 @@ def _exact_figures(runs: list[RunArtifacts], warnings: list[str]) -> list[dict]:
         labels = [run_label(m) for m in shown]
         if len({_settings(m.spectra["exact"]["json"]) for m in shown}) > 1:
             labels = [f"{label} ({_settings_text(m.spectra['exact']['json'])})" for label, m in zip(labels, shown)]
-            warnings.append(f"The exact {operator_name(operator)} spectra of {model} on {dataset} were measured on different "
-                            "samples, dtypes or modes; each curve is labelled with its own.")
+            warnings.append(f"The exact {operator_name(operator)} spectra of {model} on {dataset} were measured on "
+                            "different samples, dtypes or modes; each curve is labelled with its own.")
         fig, ax = new_figure(width=7.0, height=5.4)
         draw_eigenspectrum(ax, [m.spectra["exact"]["arrays"]["eigenvalues"] for m in shown], labels)
         extra = f" ({len(members) - 4} more runs in the table)" if len(members) > 4 else ""
         paper = PAPER_SPECTRA.get(model)
         where = f"paper {paper.figure}" if paper else "paper Figs. 1 / 3"
-        figures.append(_figure(fig, f"Exact {operator_name(operator)} eigenspectrum, {model} on {dataset}: central window |λ| ≤ 1% "
-                                    f"of the spectral radius (log counts), tails as insets ({where}){extra}.",
+        figures.append(_figure(fig, f"Exact {operator_name(operator)} eigenspectrum, {model} on {dataset}: central "
+                                    f"window |λ| ≤ 1% of the spectral radius (log counts), tails as insets "
+                                    f"({where}){extra}.",
                                f"eigenspectrum {model} {dataset}"))
     return figures
 
@@ -324,10 +325,15 @@ def _slq_figure(run: RunArtifacts, warnings: list[str]) -> dict:
         bandwidth = 0.01 * float(nodes.max() - nodes.min()) if scale == "linear" else 0.05
         draw_density(ax, grid, values, label=label, bandwidth=bandwidth, scale=scale, exact=exact,
                      floor=10 * bound, exact_label=exact_label)
+    hidden = ""
+    if exact is not None and np.any(np.abs(exact) <= 10 * bound):
+        hidden = (f" The log panel cannot show {int(np.count_nonzero(np.abs(exact) <= 10 * bound)):,} of the "
+                  f"{exact.size:,} exact eigenvalues (|λ| ≤ {10 * bound:.1g}, ten times the eigensolver's error "
+                  "bound: indistinguishable from 0); each panel says how many it leaves out.")
     return _figure(fig, f"{run.name}: SLQ spectral density ({nodes.shape[0]} probes × {nodes.shape[1]} Lanczos "
                         "steps), linear and log10|λ| grids" +
-                   (", exact eigenvalues as grey histogram; the count of exact eigenvalues a panel cannot show is "
-                    "written on it." if exact is not None else "."), f"SLQ density {run.name}")
+                   (", exact eigenvalues as grey histogram." if exact is not None else ".") + hidden,
+                   f"SLQ density {run.name}")
 
 
 def _ritz_figure(run: RunArtifacts, warnings: list[str]) -> dict:
