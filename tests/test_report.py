@@ -363,11 +363,12 @@ def test_the_paper_column_compares_only_runs_on_the_papers_data():
                 "best": {"test_perplexity": {"mean": 1.3, "std": 0.01, "effective_epochs": 40.0}}}
 
     (gpl,) = table1_comparisons([group("text:/usr/share/common-licenses/GPL-3")])
-    assert gpl["rows"][0]["paper"] == {"text": "different data (paper: War and Peace; here: "
-                                               "text:/usr/share/common-licenses/GPL-3)", "comparable": False}
-    assert "1.226" not in str(gpl)  # the War-and-Peace perplexity is not set beside a GPL-3 one
+    cell = gpl["rows"][0]["paper"]
+    assert cell["text"] == "different data (paper: War and Peace; here: text:/usr/share/common-licenses/GPL-3)"
+    assert not cell["comparable"] and "1.226" not in cell["text"]  # not set beside a GPL-3 perplexity
+    assert cell["hover"] == "not comparable: the paper's value on War and Peace is 1.226 ± 0.01 at 40 eff. epochs"
     (war,) = table1_comparisons([group("text:war_and_peace.txt"), group("text:war_and_peace.txt", "sgd")])
-    assert war["rows"][0]["paper"] == {"text": "1.226 ± 0.01 at 40 eff. epochs", "comparable": True}
+    assert war["rows"][0]["paper"] == {"text": "1.226 ± 0.01 at 40 eff. epochs", "comparable": True, "hover": ""}
     assert war["rows"][0]["ours"] == "1.3 ± 0.01 at 40 eff. epochs"
     assert war["rows"][1]["paper"]["text"].startswith("not in Table 1")
 
@@ -407,6 +408,7 @@ def test_the_headline_sets_the_papers_fig1_numbers_beside_ours_on_the_same_data(
     fashion = build_report([str(runs[1])], tmp_path / "b").read_text(encoding="utf-8")
     head = fashion[fashion.index('<section id="headline">'):fashion.index("</section>")]
     assert "different data (paper: MNIST; here: fashion-mnist)" in head and ">40<" not in head
+    assert 'title="not comparable: the paper&#39;s value on MNIST is 40"' in head
     assert "<title>Fig. 1: exact Hessian spectra of small-lenet on fashion-mnist</title>" in fashion
 
 

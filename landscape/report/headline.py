@@ -37,8 +37,10 @@ def _our_stat(info: dict, key: str):
 def paper_cell(comparable: bool, paper_text: str, paper_data: str, our_data: str) -> dict:
     """The paper column: its number when the data match, else why it is left out."""
     if comparable:
-        return {"text": paper_text, "comparable": True}
-    return {"text": f"different data (paper: {paper_data}; here: {our_data})", "comparable": False}
+        return {"text": paper_text, "comparable": True, "hover": ""}
+    # the paper's number only on hover: visible, it would read as a comparison
+    return {"text": f"different data (paper: {paper_data}; here: {our_data})", "comparable": False,
+            "hover": f"not comparable: the paper's value on {paper_data} is {paper_text}"}
 
 
 Comparison = dict  # {"title", "columns", "rows"}: one table of the headline
@@ -108,7 +110,7 @@ def _table1_table(paper: PaperTable1, members: list[dict]) -> Comparison:
             ours += f" at {num(best['effective_epochs'], 3)} eff. epochs"
         result = results.get(group.get("optimizer"))
         if result is None:
-            cell = {"text": f"not in Table 1 (it has {' and '.join(results)})", "comparable": False}
+            cell = {"text": f"not in Table 1 (it has {' and '.join(results)})", "comparable": False, "hover": ""}
         else:
             cell = paper_cell(same_data(paper.dataset, group.get("dataset")),
                               _table1_value(paper.metric, result.value, result.std) +
