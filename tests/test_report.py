@@ -340,6 +340,18 @@ def test_durations_read_as_a_person_says_them():
     assert duration(None) == duration(float("nan")) == duration(-1) == "–"
 
 
+def test_long_run_names_are_cut_in_the_middle_with_the_full_name_on_hover(run_dir, tmp_path):
+    from landscape.report.fmt import short_name
+
+    name = "replicated-sgd-lr0.03-b128-momentum0.9-s0"
+    assert short_name(name) == "replicated-sgd…-momentum0.9-s0" and len(short_name(name)) == 30
+    assert short_name("sgd-s0") == "sgd-s0"
+    run = tmp_path / name
+    shutil.copytree(run_dir, run)
+    html = build_report([str(run)], tmp_path / "r").read_text(encoding="utf-8")
+    assert f'<abbr title="{name}">{short_name(name)}</abbr>' in html
+
+
 def test_a_search_that_ended_on_its_bound_shows_the_bound_not_a_value():
     from landscape.report.collect import search_limit
 

@@ -59,7 +59,7 @@ def duration(seconds) -> str:
     return f"{days} d {rest} h" if rest else f"{days} d"
 
 
-def short_name(name: str, width: int = 26) -> str:
+def short_name(name: str, width: int = 30) -> str:
     """``name`` cut in the middle to ``width`` characters (the page gives the full name on hover)."""
     name = str(name)
     if len(name) <= width:
