@@ -398,6 +398,15 @@ def test_spectra_on_other_samples_are_labelled_and_warned_about(run_dir, tmp_pat
     assert "the slq result (1,000 samples, float64, eval mode) is drawn over the exact spectrum (300 samples" in warning
     same = build_report([str(run_dir)], tmp_path / "r2").read_text(encoding="utf-8")
     assert 'class="warning"' not in same
+    # two runs' exact spectra on different samples: each curve names its own, and the page says so
+    exact = run / "spectrum-exact" / "spectrum.json"
+    info = json.loads(exact.read_text())
+    info["samples"] = 1000
+    exact.write_text(json.dumps(info))
+    html = build_report([str(run_dir), str(run)], tmp_path / "r3").read_text(encoding="utf-8")
+    assert "spectra of small-mnistfc on digits were measured on different samples, dtypes or modes" in html
+    svg = base64.b64decode(re.search(r'src="data:image/svg\+xml;base64,([^"]*)" alt="eigenspectrum', html)[1])
+    assert b"(300 samples, float64, eval mode)" in svg and b"(1,000 samples, float64, eval mode)" in svg
 
 
 def test_the_headline_sets_the_papers_fig1_numbers_beside_ours_on_the_same_data(run_dir, tmp_path):
