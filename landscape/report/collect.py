@@ -26,7 +26,8 @@ from landscape.errors import LandscapeError
 
 MAX_DEPTH = 3  # how far below a given folder runs are looked for
 
-__all__ = ["RunArtifacts", "Fig2Artifacts", "collect", "finite_float", "flatness_scalars", "run_label"]
+__all__ = ["RunArtifacts", "Fig2Artifacts", "collect", "finite_float", "flatness_scalars", "run_label",
+           "search_limit"]
 
 
 NOT_SETTINGS = {"seed", "out", "device", "device_resolved", "data_dir", "versions", "dataset_info", "parameters"}
@@ -221,25 +222,42 @@ def finite_float(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def search_limit(entry: dict) -> str | None:
+    """"> 10 (search limit)" when a searched quantity (PAC-Bayes sigma') ended on its search bound, else None:
+    the bound is where the search stopped, not a measured value."""
+    if (entry.get("extra") or {}).get("bracketed", True):
+        return None
+    bounds = (entry.get("settings") or {}).get("bounds") or []
+    value = finite_float(entry.get("value"))
+    if len(bounds) != 2 or value is None:
+        return "search bound reached"
+    low, high = (finite_float(b) for b in bounds)
+    if high is not None and value >= high:
+        return f"> {high:g} (search limit)"
+    return f"< {low:g} (search limit)" if low is not None else "search bound reached"
+
+
 def flatness_scalars(run: RunArtifacts) -> dict[str, dict]:
     """Every scalar flatness/curvature number a run holds: name -> {value, stderr, invariant, direction}.
 
     ``direction`` is +1 when a larger value means SHARPER (so a positive tau with test
     error is the hypothesis "flat generalizes better"), -1 when larger means flatter
-    (PAC-Bayes sigma, local entropy).
+    (PAC-Bayes sigma, local entropy). ``limit`` is the text to show instead of a value that is
+    only the bound of a search (:func:`search_limit`).
     """
     out: dict[str, dict] = {}
 
-    def put(name, value, stderr=None, invariant=None, direction=+1):
+    def put(name, value, stderr=None, invariant=None, direction=+1, limit=None):
         value = finite_float(value)
         if value is not None:
-            out[name] = {"value": value, "stderr": finite_float(stderr), "invariant": invariant, "direction": direction}
+            out[name] = {"value": value, "stderr": finite_float(stderr), "invariant": invariant, "direction": direction,
+                         "limit": limit}
 
     for measure in ("sharpness", "pac-bayes", "fisher-rao"):
         for entry in run.flatness.get(measure, {}).get("entries", []):
             direction = -1 if entry["measure"].startswith("pac-bayes") else +1
             put(entry["measure"], entry.get("value"), entry.get("stderr"), entry.get("invariant_to_rescaling"),
-                direction)
+                direction, search_limit(entry))
     energy = run.flatness.get("local-energy")
     if energy:
         sigmas = energy.get("sigmas", [])
