@@ -793,7 +793,7 @@ def report(
     run_dirs: List[Path] = typer.Argument(..., metavar="RUN...", help="Run directories (or folders holding them, or Fig. 2 folders).",
                                           show_default=False),
     out: Path = typer.Option(Path("reports/report"), "--out", metavar="DIR", help="Folder for index.html."),
-    title: Optional[str] = typer.Option(None, "--title", metavar="TEXT", help="Page title [default: the name of --out]."),
+    title: Optional[str] = typer.Option(None, "--title", metavar="TEXT", help="Page title [default: what the page shows, from its runs]."),
     max_train_error: float = typer.Option(0.5, "--max-train-error", callback=_bounded(0.0, 1.0), metavar="E", help="Correlation study: leave out models "
                                           "whose final training error is above this (they did not train)."),
     archive: bool = typer.Option(False, "--archive", help="Also copy the small files the page is built from "

@@ -418,6 +418,7 @@ def reproduce(config: ReproduceConfig, *, log: Callable[[str], None] = print, dr
     terminal, a timed line every 30 s otherwise.
     """
     from landscape.report import build_report
+    from landscape.report.paper import target_title
 
     the_plan = plan(config, settings)
     the_plan.progress = progress
@@ -477,6 +478,6 @@ def reproduce(config: ReproduceConfig, *, log: Callable[[str], None] = print, dr
     # full scale: keep the small inputs beside the page (OUT/runs), so the published report can be
     # re-rendered, or extended with more runs, after the run directories are gone
     path = build_report(report_dirs, config.out_dir,
-                        title=f"landscape reproduce {config.target} ({config.scale})", log=log, extra=extra,
+                        title=target_title(config.target, config.scale), log=log, extra=extra,
                         archive=config.scale == "full")
     return path

@@ -13,7 +13,6 @@ import base64
 import json
 import datetime as _dt
 import math
-import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -32,7 +31,7 @@ from landscape.report.archive import archive_runs
 from landscape.report.collect import RunArtifacts, collect, finite_float, flatness_scalars, run_label
 from landscape.report.fmt import duration, num, pct, short_name, signed
 from landscape.report.headline import spectrum_comparisons, table1_comparisons
-from landscape.report.paper import PAPER_SPECTRA, PAPER_TABLE1, operator_name, target_title
+from landscape.report.paper import PAPER_SPECTRA, PAPER_TABLE1, operator_name
 
 __all__ = ["PAPER_SPECTRA", "PAPER_TABLE1", "build_report", "render_report", "default_title"]
 
@@ -599,15 +598,9 @@ def default_title(runs: list[RunArtifacts], figs: list) -> str:
     return f"{text[0].upper()}{text[1:]} of {networks}"
 
 
-_REPRODUCE_TITLE = re.compile(r"landscape reproduce (\w+) \((\w+)\)")
-
-
 def page_title(title: str | None, runs: list[RunArtifacts], figs: list) -> str:
-    """``title``, with a reproduce command's name turned into what the page shows (:func:`target_title`)."""
-    if not title:
-        return default_title(runs, figs)
-    match = _REPRODUCE_TITLE.fullmatch(title)
-    return target_title(match.group(1), match.group(2)) if match else title
+    """``title``, or one that says what the page shows (:func:`default_title`)."""
+    return title or default_title(runs, figs)
 
 
 def _headline(sections: dict) -> dict:
