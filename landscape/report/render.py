@@ -410,6 +410,17 @@ def _chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)] or [[]]
 
 
+def _missing_entropy(info: dict, index: int, why: str) -> tuple[str, str]:
+    """``(cell text, full reason)`` for a scope without an estimate. The Laplace form exists only
+    where every eigenvalue of the energy's Hessian exceeds -γ: the cell names that bound."""
+    per_gamma = (info.get("diagnostics") or {}).get("per_gamma") or []
+    details = per_gamma[index] if index < len(per_gamma) and isinstance(per_gamma[index], dict) else {}
+    lam = finite_float(details.get("lambda_min"))
+    if details.get("exists") is False and lam is not None and lam < 0:
+        return f"undefined: γ ≤ {num(-lam, 3)}", str(details.get("message") or why)
+    return "not estimated", why
+
+
 def _entropy_rows(runs: list[RunArtifacts]) -> tuple[list[dict], list[float]]:
     """Local entropy per run, one cell per scope γ (the union over runs); a missing estimate carries
     the measurement's own warnings as its reason."""
@@ -420,8 +431,13 @@ def _entropy_rows(runs: list[RunArtifacts]) -> tuple[list[dict], list[float]]:
         found = {float(g): (finite_float(v), finite_float(e)) for g, v, e in
                  zip(info.get("gammas") or [], info.get("estimates") or [], info.get("stderrs") or [])}
         why = " ".join(str(w) for w in info.get("warnings") or []) or "no estimate in the result file"
-        cells = [{"value": found.get(g, (None, None))[0], "stderr": found.get(g, (None, None))[1],
-                  "why": why if g in found else "this scope was not measured for this run"} for g in gammas]
+        index = {float(g): i for i, g in enumerate(info.get("gammas") or [])}
+        cells = []
+        for g in gammas:
+            short, reason = (_missing_entropy(info, index[g], why) if g in found
+                             else ("not measured", "this scope was not measured for this run"))
+            cells.append({"value": found.get(g, (None, None))[0], "stderr": found.get(g, (None, None))[1],
+                          "short": short, "why": reason})
         rows.append({"run": run.name, "method": info.get("method"), "beta": info.get("beta"), "n": info.get("n"),
                      "wall_s": info.get("wall_s"), "cells": cells})
     return rows, gammas
@@ -506,9 +522,15 @@ def _correlation_section(runs: list[RunArtifacts], min_models: int = 4, max_trai
         names += [n for n in s if n not in names]
     rows, figures = [], []
     panels = []
+    # a rank correlation over a minority of the population measures which models had a value, not flatness
+    enough = max(min_models, math.ceil(len(population) / 2))
     for name in names:
         members = [(r, s[name]) for r, s in zip(population, scalars) if name in s]
-        if len(members) < min_models:
+        if len(members) < enough:
+            rows.append({"name": name, "n": len(members), "direction": members[0][1]["direction"] if members else 1,
+                         "invariant": members[0][1]["invariant"] if members else False,
+                         "too_few": f"too few models: {len(members)} of {len(population)} have a value (the flatness "
+                                    "tables say why); no τ"})
             continue
         values = [item["value"] for _, item in members]
         errors = [r.final["test_error"] for r, _ in members]
@@ -517,10 +539,10 @@ def _correlation_section(runs: list[RunArtifacts], min_models: int = 4, max_trai
         gran = granulated_kendall(values, errors, hyper)
         rows.append({"name": name, "n": stats.n, "tau": stats.tau, "low": stats.low, "high": stats.high,
                      "direction": members[0][1]["direction"], "invariant": members[0][1]["invariant"],
-                     "psi": gran.psi, "Psi": gran.overall, "groups": gran.groups})
+                     "psi": gran.psi, "Psi": gran.overall, "groups": gran.groups, "too_few": None})
         panels.append((name, values, errors, [str(r.config.get("optimizer")) for r, _ in members],
                        {**gran.psi, "Psi": gran.overall}))
-    if not rows:
+    if not panels:
         return None
     for start in range(0, len(panels), 9):
         chunk = panels[start:start + 9]
@@ -537,7 +559,7 @@ def _correlation_section(runs: list[RunArtifacts], min_models: int = 4, max_trai
             fig.legend(handles, names, loc="outside right upper", frameon=False, fontsize=8)
         figures.append(_figure(fig, "Flatness measure against test error over the trained population; Kendall τ "
                                     "with a 95% percentile-bootstrap interval over models.", "flatness vs test error"))
-    varied = sorted({k for row in rows for k in row["psi"]})
+    varied = sorted({k for row in rows for k in row.get("psi", {})})
     return {"rows": rows, "figures": figures, "varied": varied, "models": len(population),
             "max_train_error": max_train_error, "dropped": len(dropped)}
 
