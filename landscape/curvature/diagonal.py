@@ -221,7 +221,7 @@ def _traced_forward(op, layers: dict, x: torch.Tensor):
 
 def _ggn_chunk(op, layers: dict, x: torch.Tensor) -> int:
     """Samples per batched GGN backward: C cotangents of every traced layer output, per
-    sample, within GGN_CHUNK_BYTES (the whole batch for an MLP, ~100 samples for small-lenet)."""
+    sample, within GGN_CHUNK_BYTES (the whole batch for an MLP, fewer samples for a conv net)."""
     with torch.no_grad():
         logits, _, outputs = _traced_forward(op, layers, x[:1])
     if logits is None or logits.dim() != 2:
