@@ -170,7 +170,7 @@ def dense_hessian(
         if split is not None:
             columns = np.zeros(0, dtype=np.int64)  # every column outside L comes from the split form
             kind = "ggn-split"
-    trim_heap()  # hand back what the planning checks' products and Jacobians freed before the build
+    trim_heap()  # what the planning checks' products and Jacobians freed goes back before the build
     num_blocks = math.ceil(len(columns) / block_size)
     if fast is None:
         ggn_total = 0

@@ -4,8 +4,9 @@ For a conv net whose largest Linear layer holds most of the parameters (small-le
 fc1) the GGN fast path of :mod:`landscape.curvature.dense_ggn` still needs one
 Hessian-vector product per parameter outside that layer, thousands of columns, and on a
 CPU one float64 product over thousands of images costs seconds, because PyTorch runs
-float64 convolutions through its slow reference kernels. Those columns are sums of per-sample terms with a closed form, so
-this module builds them from per-sample Jacobians and GEMMs instead.
+float64 convolutions through its slow reference kernels. Those columns are sums of
+per-sample terms with a closed form, so this module builds them from per-sample
+Jacobians and GEMMs instead.
 
 Notation. The network is a trunk, the layer L (``nn.Linear``, weight W, bias b) and a
 head::
@@ -314,9 +315,10 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
     work units finish. ``workspace`` (bytes) bounds the samples and Jacobian rows per
     vmapped call (:func:`rows_chunks`; ``sample_chunk`` and ``jac_chunk`` stay the caps).
 
-    ``direct`` (CPU only): G[S, S] and the head terms go straight into H[S, S] instead of
-    an |S| x |S| accumulator added at the end, saving that accumulator's memory. Only for builds that cannot resume: a kill then leaves H[S, S] half-updated,
-    with no "adding" stage to detect it.
+    ``direct`` (CPU only): G[S, S] and the head terms go straight into H[S, S] instead
+    of an |S| x |S| accumulator added at the end, saving that accumulator's memory. Only
+    for builds that cannot resume: a kill then leaves H[S, S] half-updated, with no
+    "adding" stage to detect it.
     """
     direct = direct and op.device.type == "cpu"
     sample_chunk, jac_chunk = rows_chunks(op, split, workspace, sample_chunk=sample_chunk, jac_chunk=jac_chunk,
@@ -342,7 +344,7 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
                   (Ht[hr, tr], slice(nt, nt + nh), slice(0, nt)), (Ht[hr, hr], slice(nt, nt + nh), slice(nt, nt + nh))]
     else:
         SS = torch.zeros(len(S), len(S), dtype=torch.float64, device=dev)
-    if dev.type == "cpu":  # H[S, L] is accumulated in place (|S| x n_L: too large for a second copy)
+    if dev.type == "cpu":  # H[S, L] is accumulated in place (|S| x n_L: too big to copy)
         SL_t, SL_h = Ht[split.trunk_rows, lo:hi], Ht[split.head_rows, lo:hi]
     else:  # on an accelerator: accumulated there, copied once
         SL_t = torch.zeros(nt, hi - lo, dtype=torch.float64, device=dev)
@@ -454,8 +456,9 @@ def head_residual(fn: _Functions, u: torch.Tensor, r: torch.Tensor, dummy: torch
                   workspace: int | None = None) -> torch.Tensor:
     """R[h, h]: the Hessian in h of (1/N) sum_i r_i^T head(u_i; h), u and r fixed (cheap).
 
-    The sum over samples is taken in chunks whose forward-over-reverse pass (|h| tangents
-    of each sample's C logits, about 4 copies) stays within a quarter of ``workspace`` (None: all at once).
+    The sum over samples is taken in chunks whose forward-over-reverse pass (|h|
+    tangents of each sample's C logits, about 4 copies) stays within a quarter of
+    ``workspace`` (None: all at once).
     """
     names = fn.split.head
     shapes = [fn.fixed[n].shape for n in names]

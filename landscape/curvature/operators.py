@@ -105,7 +105,7 @@ class ModelOperator(LinearOperator):
         self.chunk_size = chunk_size
         self.module = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
         self.module.train(mode == "train")
-        # exact products on CUDA: TF32 off, and cuDNN off for recurrent layers (no double backward)
+        # exact products on CUDA: TF32 off, cuDNN off for recurrent layers (no double backward)
         self._exact = analysis_context(self.module, self.device)
         self.names = select_parameters(self.module, params)
         named = dict(self.module.named_parameters())
@@ -258,12 +258,12 @@ class HessianOperator(ModelOperator):
     * one vector (Lanczos, CG): ``"reverse-over-forward"``, the gradient of the
       directional derivative ``<grad_z l, J v>`` with ``J v`` from forward-mode dual
       numbers, or ``"reverse-over-reverse"``, the gradient of ``<grad_w L_b, v>``
-      (Pearlmutter 1994, Sec. 3). The first never computes the gradient's own value
-      (whose matmuls and convolutions are wasted work in the second), so it is usually
-      the cheaper; the second needs no forward-mode rules (recurrent layers, some losses). ``hvp_method`` is picked by
-      timing both on the first batch at the first product, and can be set by hand
-      (``"forward-over-reverse"``, the ``jvp`` of ``grad``, is the fallback for layers
-      that have neither);
+      (Pearlmutter 1994, Sec. 3). The first never computes the gradient's own value (whose
+      matmuls and convolutions are wasted work in the second), so it is usually the
+      cheaper; the second needs no forward-mode rules (recurrent layers, some losses).
+      ``hvp_method`` is picked by timing both on the first batch at the first product, and
+      can be set by hand (``"forward-over-reverse"``, the ``jvp`` of ``grad``, is the
+      fallback for layers that have neither);
     * a block ``V (n, k)``: ``"vmap"`` (the ``jvp`` of ``grad`` under ``vmap`` in
       chunks of ``chunk_size`` columns, fewer where their estimated memory would pass
       ``BLOCK_BYTES``; best for matmul-bound nets) or ``"retain"`` (one
@@ -498,7 +498,7 @@ class HessianOperator(ModelOperator):
         split = torch.split(v, self.sizes)
         tangents = [split[i].view(shape) for i, shape in live]
         # no enable_grad: a backward pass without create_graph runs in any grad mode
-        if self._graph_reaches_all:  # the plain engine call: allow_unused / materialize cost time on small nets
+        if self._graph_reaches_all:  # the plain engine call: allow_unused / materialize cost time
             parts = torch.autograd.grad(outputs, leaves, tangents, retain_graph=True)
         else:
             parts = torch.autograd.grad(outputs, leaves, tangents, retain_graph=True, allow_unused=True)

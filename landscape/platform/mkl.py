@@ -9,9 +9,10 @@ service off):
   Entropy optimizers (:mod:`landscape.optim.rng`).
 
 MKL's ``?syevd`` is several times faster than the OpenBLAS that numpy/scipy wheels
-bundle on x86, which is what makes exact spectra of large nets practical. The PyPI ``mkl`` wheel ships ``libmkl_rt`` but no Python binding, so we
-load it with ctypes. Its threading layer is set to GNU OpenMP, the runtime PyTorch
-already loaded, so the process does not host two OpenMP runtimes.
+bundle on x86, which is what makes exact spectra of large nets practical. The PyPI
+``mkl`` wheel ships ``libmkl_rt`` but no Python binding, so we load it with ctypes. Its
+threading layer is set to GNU OpenMP, the runtime PyTorch already loaded, so the process
+does not host two OpenMP runtimes.
 """
 
 from __future__ import annotations
