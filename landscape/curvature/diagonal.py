@@ -109,7 +109,7 @@ def _layerwise_diagonal(op: FisherOperator, *, exact_expectation: bool = False) 
             return False
         grads = {n: g.detach() for n, g in zip(names, found)}
         scale = weight / x.shape[0]
-        if sample_weights is not None:  # weight sample i's squared gradient by sample_weights[i]
+        if sample_weights is not None:  # sqrt: the squares below then carry sample_weights[i]
             root = sample_weights.sqrt()
             grads.update({k: v * root.view(-1, *([1] * (v.dim() - 1))) for k, v in grads.items()})
         return _add_squares(op, owner, inputs, {k: v.unsqueeze(0) for k, v in grads.items()}, scale, total)
