@@ -118,9 +118,10 @@ def dense_hessian(
 
     ``workspace``: bytes the split form's temporaries may take (vmapped Jacobians of the
     rows pass, psi-Hessian block products), ``"auto"`` = max(16 MiB, matrix / 12), so a
-    build's peak stays near 1.2x the matrix's own size, or ``None`` for the
-    fixed caps (128 samples per Jacobian call, 256 MiB per block product). Smaller chunks
-    mean more, smaller vmapped calls: the build is a little slower (see benchmarks/README.md, dense).
+    build's peak stays near 1.2x the matrix's own size, or ``None`` for the fixed caps
+    (128 samples per Jacobian call, 256 MiB per block product). Smaller chunks mean
+    more, smaller vmapped calls: the build is a little slower (see benchmarks/README.md,
+    dense).
 
     The build fixes glibc's mmap threshold at 4 MiB for the process and trims glibc's
     arenas between phases (:mod:`landscape.platform.heap`), because with glibc's defaults the
