@@ -2,7 +2,7 @@
 
 One definition of "the loss" for the whole toolkit: the mean cross-entropy over all
 predicted positions (one per sample for classifiers, one per token for sequence models).
-Curvature stages (DESIGN.md sec. 4) take the mean of this over their N samples.
+Curvature stages (docs/design.md sec. 4) take the mean of this over their N samples.
 """
 
 from __future__ import annotations

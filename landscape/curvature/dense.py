@@ -35,10 +35,10 @@ from landscape.progress import make_progress
 
 MATRIX_FILE = "hessian.bin"
 STATE_FILE = "hessian.json"
-# workspace="auto" is max(AUTO_WORKSPACE_FLOOR, matrix / AUTO_WORKSPACE_DIVISOR): issue 6's
-# target is a peak of 1.2x the matrix; the budget bounds estimated temporaries, beside what a
-# build holds anyway (~8-14 MB on the conv benchmark) and the heap slack the trimmer allows
-# (half the budget). /10 gave 1.19-1.20x there at N = 256, /12 gives 1.12-1.17x
+# workspace="auto" is max(AUTO_WORKSPACE_FLOOR, matrix / AUTO_WORKSPACE_DIVISOR): the budget
+# bounds only the estimated temporaries, and the heap slack the trimmer allows (half the budget)
+# comes on top, so a smaller divisor lets a conv net's build pass 1.2x the matrix's size and a
+# larger one slows the rows pass with more, smaller vmapped calls.
 AUTO_WORKSPACE_FLOOR = 16 * 2**20
 AUTO_WORKSPACE_DIVISOR = 12
 
@@ -109,8 +109,8 @@ def dense_hessian(
 
     With ``out_dir`` the matrix lives in a memory-mapped file there and the build
     resumes; without it, in memory. ``storage_dtype`` float32 halves the disk and
-    memory (DESIGN: store in float32, solve in float64 errs by ~5e-9 on Hessians of
-    norm ~40; the GGN path needs float64 storage). ``max_blocks`` stops after that many
+    memory at the cost of float32 rounding in the stored entries (the solve still runs
+    in float64); the GGN path needs float64 storage. ``max_blocks`` stops after that many
     new work units (column blocks or GGN chunks: tests and time slicing). Returns the
     (possibly partial, see the state file) array. ``out`` (in-memory builds only): an
     (n, n) C-ordered array of the storage dtype to build into (zeroed first), e.g. one
@@ -118,13 +118,14 @@ def dense_hessian(
 
     ``workspace``: bytes the split form's temporaries may take (vmapped Jacobians of the
     rows pass, psi-Hessian block products), ``"auto"`` = max(16 MiB, matrix / 12), so a
-    build stays near the matrix's own size (issue 6's target is 1.2x), or ``None`` for the
-    fixed caps (128 samples per Jacobian call, 256 MiB per block product). Smaller chunks
-    mean more, smaller vmapped calls: the build is a little slower (see benchmarks/README).
+    build's peak stays near 1.2x the matrix's own size, or ``None`` for the fixed caps
+    (128 samples per Jacobian call, 256 MiB per block product). Smaller chunks mean
+    more, smaller vmapped calls: the build is a little slower (see benchmarks/README.md,
+    dense).
 
     The build fixes glibc's mmap threshold at 4 MiB for the process and trims glibc's
-    arenas between phases (:mod:`landscape.platform.heap`): with glibc's defaults the heap kept
-    freed temporaries, and one conv-net build's workspace varied between 0.59 and 1.65 GB.
+    arenas between phases (:mod:`landscape.platform.heap`), because with glibc's defaults the
+    heap keeps freed temporaries and a build's peak would grow past its workspace budget.
     """
     from landscape.curvature import dense_ggn
 
@@ -170,7 +171,7 @@ def dense_hessian(
         if split is not None:
             columns = np.zeros(0, dtype=np.int64)  # every column outside L comes from the split form
             kind = "ggn-split"
-    trim_heap()  # the planning checks' products and Jacobians (tens of MB on a conv net) are freed
+    trim_heap()  # what the planning checks' products and Jacobians freed goes back before the build
     num_blocks = math.ceil(len(columns) / block_size)
     if fast is None:
         ggn_total = 0
@@ -257,8 +258,8 @@ def dense_hessian(
                     more = index + 1 < ggn_total and budget[0] > 0
                     if kron is not None and more and time.perf_counter() - last_commit[0] < 20.0:
                         # Kronecker rows are overwritten, not accumulated: rows written but not yet
-                        # recorded are simply redone after a kill. Flushing the map after every row
-                        # made a 4,810-parameter build wait 1 s per row on a busy disk.
+                        # recorded are simply redone after a kill, so the map is flushed at most
+                        # every 20 s rather than after every row, which stalls on a busy disk.
                         return
                     state["ggn_chunks_done"] = index + 1
                     state["ggn_in_progress"] = more

@@ -109,7 +109,7 @@ def _layerwise_diagonal(op: FisherOperator, *, exact_expectation: bool = False) 
             return False
         grads = {n: g.detach() for n, g in zip(names, found)}
         scale = weight / x.shape[0]
-        if sample_weights is not None:  # weight sample i's squared gradient by sample_weights[i]
+        if sample_weights is not None:  # sqrt: the squares below then carry sample_weights[i]
             root = sample_weights.sqrt()
             grads.update({k: v * root.view(-1, *([1] * (v.dim() - 1))) for k, v in grads.items()})
         return _add_squares(op, owner, inputs, {k: v.unsqueeze(0) for k, v in grads.items()}, scale, total)
@@ -221,7 +221,7 @@ def _traced_forward(op, layers: dict, x: torch.Tensor):
 
 def _ggn_chunk(op, layers: dict, x: torch.Tensor) -> int:
     """Samples per batched GGN backward: C cotangents of every traced layer output, per
-    sample, within GGN_CHUNK_BYTES (the whole batch for an MLP, ~100 samples for small-lenet)."""
+    sample, within GGN_CHUNK_BYTES (the whole batch for an MLP, fewer samples for a conv net)."""
     with torch.no_grad():
         logits, _, outputs = _traced_forward(op, layers, x[:1])
     if logits is None or logits.dim() != 2:

@@ -136,7 +136,7 @@ class ReplicatedSGD(Optimizer):
     @torch.no_grad()
     def _spread(self) -> Tensor:
         """Mean over replicas of ||w_a - c||^2 (computed when asked: it is a diagnostic, and
-        computing it every step cost as much as the coupling itself)."""
+        computing it every step would cost as much as the coupling itself)."""
         assert self._centre is not None
         stacks = [self.state[p]["replicas"] for p in self._params]
         parts = [((stack - c.unsqueeze(0)) ** 2).sum().float() for stack, c in zip(stacks, self._centre)]

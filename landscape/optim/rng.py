@@ -1,12 +1,11 @@
 """Random streams for the SGLD noise: torch's generators, or MKL's Philox4x32-10 on the CPU.
 
 Every Langevin step of Entropy-SGD draws one standard normal per parameter (Alg. 1,
-line 6). On a CPU torch's generator is mt19937, one scalar draw at a time: about 4-7 ns
-per normal here, i.e. 0.2-0.35 ms for small-mnistfc's 50,890 parameters beside a
-0.55-0.75 ms minibatch gradient, which alone put an Entropy-SGD step 20% above the
-L SGD steps it must do (benchmarks/README.md, ``optim_step_cost``). Intel MKL's VSL
-draws the same normals, vectorised, in about 50-60 us (``benchmarks/optim_step_cost.py``
-keeps the comparison).
+line 6). On a CPU torch's generator is mt19937, one scalar draw at a time, and for a
+small network those draws cost a large fraction of a minibatch gradient: enough on their
+own to put an Entropy-SGD step well above the L SGD steps it must do. Intel MKL's VSL
+draws the same normals, vectorised, several times faster (benchmarks/README.md,
+``optim_step_cost``, keeps the comparison).
 
 :class:`PhiloxGenerator` wraps a VSL Philox4x32-10 stream (the counter-based generator of
 Salmon et al. 2011, also behind torch's CUDA generator) with inverse-CDF Gaussians, and

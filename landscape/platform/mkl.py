@@ -9,10 +9,10 @@ service off):
   Entropy optimizers (:mod:`landscape.optim.rng`).
 
 MKL's ``?syevd`` is several times faster than the OpenBLAS that numpy/scipy wheels
-bundle on x86 (measured here: 4.7x at n = 3,000, both in place, eigenvalues only; see
-benchmarks/). The PyPI ``mkl`` wheel ships ``libmkl_rt`` but no Python binding, so we
-load it with ctypes. Its threading layer is set to GNU OpenMP, the runtime PyTorch
-already loaded, so the process does not host two OpenMP runtimes.
+bundle on x86, which is what makes exact spectra of large nets practical. The PyPI
+``mkl`` wheel ships ``libmkl_rt`` but no Python binding, so we load it with ctypes. Its
+threading layer is set to GNU OpenMP, the runtime PyTorch already loaded, so the process
+does not host two OpenMP runtimes.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ class PhiloxGenerator:
                        "viRngUniformBits32")
         return out.to(torch.int64) & 0xFFFFFFFF
 
-    # copies own their own stream (a copied pointer would be freed twice)
+    # a copy owns its own stream, because a copied pointer would be freed twice
     def __deepcopy__(self, memo: dict) -> PhiloxGenerator:
         twin = PhiloxGenerator()
         twin.set_state(self.get_state())

@@ -11,7 +11,7 @@ If T_m = S diag(theta) S^T, the Ritz pairs (theta_i, Q_m s_i) satisfy
 the residual we report (Parlett, *The Symmetric Eigenvalue Problem*, Sec. 13.2).
 
 In floating point the basis loses orthogonality as soon as one Ritz value converges and
-copies of it ("ghost" eigenvalues) appear. DESIGN.md sec. 4 therefore mandates FULL
+copies of it ("ghost" eigenvalues) appear. docs/design.md sec. 4 therefore asks for FULL
 reorthogonalization: every new vector is orthogonalized against the whole basis, twice
 (classical Gram-Schmidt applied twice is as accurate as modified Gram-Schmidt and much
 faster as two matrix products; "twice is enough", Giraud et al. 2005).
