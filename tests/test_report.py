@@ -444,3 +444,23 @@ def test_runs_on_other_networks_or_data_get_their_own_figures(run_dir, tmp_path)
     assert "training curves char-lstm on text:GPL-3" in alts and "training curves small-mnistfc on digits" in alts
     assert "local energy curves char-lstm on text:GPL-3" in alts
     assert "local energy curves small-mnistfc on digits" in alts
+
+
+def test_missing_local_entropy_says_why_and_a_minority_gets_no_tau(population, tmp_path):
+    """A Laplace local entropy that does not exist at a scope (γ ≤ −λmin of βH) says so in its cell, and a
+    measure that only a minority of the population has gets no Kendall τ (it would rank who has a value)."""
+    root = tmp_path / "population"
+    shutil.copytree(population, root)
+    first = sorted(root.iterdir())[0]
+    message = "The Laplace estimate does not exist at gamma=1: lambda_min = -223.151"
+    (first / "flatness-local-entropy.json").write_text(json.dumps({
+        "measure": "local-entropy", "method": "laplace", "gammas": [1.0, 100.0], "estimates": [None, -5.0],
+        "stderrs": [None, 0.1], "beta": 200.0, "n": 310, "wall_s": 1.0, "invariant_to_rescaling": False,
+        "warnings": [message],
+        "diagnostics": {"per_gamma": [{"exists": False, "lambda_min": -223.151, "message": message},
+                                      {"exists": True, "lambda_min": -223.151}]}}), encoding="utf-8")
+    html = build_report([str(root)], tmp_path / "r", max_train_error=1.0).read_text(encoding="utf-8")
+    assert f"<span title=\"{message}\">undefined: γ ≤ 223</span>" in html
+    row = html[html.index("local entropy γ=100 (laplace)</td>"):]
+    row = row[: row.index("</tr>")]
+    assert "too few models: 1 of 4 have a value" in row and "±" not in row
