@@ -23,6 +23,7 @@ in every precision.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -136,17 +137,25 @@ class NetworkFunction:
 
     @torch.no_grad()
     def evaluate(self, params: Mapping[str, Tensor], batches: Sequence[Batch]) -> tuple[float, float]:
-        """(mean loss, mean error) over every predicted position of ``batches``."""
+        """(mean loss, mean error) over every predicted position of ``batches``.
+
+        ``loss_fn(outputs, targets)`` is any callable returning the MEAN over the batch's
+        targets (as the curvature operators assume), so batch means are weighted by their
+        target counts. The error is the argmax mismatch for class targets and NaN for real
+        ones (regression has no error rate).
+        """
         self.evaluations += 1
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         wrong = 0
         count = 0
         for x, y in batches:
             logits = self.logits(params, x)
-            total += self.loss_fn(logits, y, reduction="sum").double()
-            wrong += int((logits.argmax(dim=-1) != y).sum())
+            total += self.loss_fn(logits, y).double() * y.numel()
+            if not y.is_floating_point():
+                wrong += int((logits.argmax(dim=-1) != y).sum())
             count += y.numel()
-        return float(total) / count, wrong / count
+        classes = not batches or not batches[0][1].is_floating_point()
+        return float(total) / count, wrong / count if classes else math.nan
 
     def draw(self, generator: torch.Generator) -> dict[str, Tensor]:
         """One standard-normal z per perturbed tensor (CPU generator, then moved to the device)."""
