@@ -123,16 +123,24 @@ def _train_step(plan: Plan, target: str, run_dir: Path, config_kwargs: dict, dev
                                      f"{wanted.get(key)!r}); pass another --runs folder or delete that run.")
 
     def finished() -> bool:
+        """The checkpoint's own epoch is the one asked for, and its metrics row is written (a run killed
+        between the two is resumed, which writes the row); a damaged metrics file is left to the
+        resume, which names it."""
         check_same_run()
-        metrics = run_dir / "metrics.jsonl"
-        if not (metrics.exists() and (run_dir / "checkpoint.pt").exists()):
+        checkpoint, metrics = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
+        if not (metrics.exists() and checkpoint.exists()) or _checkpoint_epoch(checkpoint) != config.epochs:
             return False
-        lines = [line for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return bool(lines) and json.loads(lines[-1]).get("epoch") == config.epochs
+        try:
+            lines = [line for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+            last = json.loads(lines[-1]) if lines else None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        return isinstance(last, dict) and last.get("epoch") == config.epochs
 
     def run() -> None:
         partial = (run_dir / "checkpoint.pt").exists() and (run_dir / "config.json").exists()
-        train(config, resume=partial, progress=plan.progress)
+        # no checkpoint: nothing trained to keep (check_same_run vouched for the folder), start over
+        train(config, resume=partial, overwrite=not (run_dir / "checkpoint.pt").exists(), progress=plan.progress)
 
     options = " ".join([f"--{k.replace('_', '-')} {_flag_value(v)}" for k, v in config_kwargs.items()
                         if k not in ("model", "dataset", "optimizer", "model_kwargs")]
@@ -144,6 +152,24 @@ def _train_step(plan: Plan, target: str, run_dir: Path, config_kwargs: dict, dev
     if run_dir not in plan.report_dirs:
         plan.report_dirs.append(run_dir)
     return run_dir
+
+
+_EPOCHS: dict[tuple, int | None] = {}
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    """The epoch a checkpoint holds (None if unreadable), read once per version of the file."""
+    from landscape.checkpoint import read_checkpoint
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _EPOCHS:
+        try:
+            epoch = read_checkpoint(path).get("epoch")
+        except LandscapeError:
+            epoch = None
+        _EPOCHS[key] = epoch if isinstance(epoch, int) else None
+    return _EPOCHS[key]
 
 
 def _fresh(artifact: Path, run_dir: Path) -> bool:
