@@ -9,8 +9,8 @@
   exit status 2 and one sentence, with no traceback and no file changed outside the
   example's own output folder.
 
-The kill tests (SIGKILL at random points of training and of the spectrum / flatness writers)
-are in tests/test_kills.py.
+* kills: SIGKILL at random points of training and of the spectrum / flatness writers; the
+  training resumes to the uninterrupted result, and no inconsistent pair is ever accepted.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ runner = CliRunner()
 # bounded: a fixed number of examples, the same ones on CI (the env var is read here, never in library code)
 PROPERTY = settings(max_examples=12, deadline=None, derandomize=os.environ.get("CI") == "true",
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-TRIED = {"inputs": 0}  # how many generated bad inputs were driven through the CLI (printed at the end)
+TRIED = {"inputs": 0, "kills": 0, "split_pairs_refused": 0}  # how many generated bad inputs were driven through the CLI (printed at the end)
 
 
 # ------------------------------------------------------------------ fixtures
@@ -419,7 +419,99 @@ def test_report_on_a_flatness_json_with_bad_entries_is_one_sentence(template, tm
              needle="'entries' must be a list")
 
 
+# ------------------------------------------------------------------ kills
+
+_CHILD = """
+import itertools, sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+mode, out, run = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+from landscape.flatness.stage import FlatnessConfig, compute_flatness
+from landscape.spectrum import SpectrumConfig, compute_spectrum
+from landscape.train import TrainConfig, train
+print("ready", flush=True)
+if mode == "train":
+    torch.manual_seed(0)
+    train(TrainConfig(model="small-mnistfc", dataset="digits", optimizer="adam", epochs=3, batch_size=64, out=str(out),
+                      device="cpu", model_kwargs={"hidden": 4}), resume=(out / "checkpoint.pt").exists(), progress=False)
+for i in itertools.count() if mode != "train" else ():
+    if mode == "spectrum":  # pairs that differ from one write to the next: k Ritz values
+        compute_spectrum(SpectrumConfig(checkpoint=run, method="lanczos", k=2 + i % 3, samples=30, out=str(out),
+                                        device="cpu"), progress=False)
+    else:
+        compute_flatness(FlatnessConfig(checkpoint=run, measure="fisher-rao", data_samples=20 + i % 5, out=str(out),
+                                        device="cpu"))
+"""
+KILL_SEED = 0 if os.environ.get("CI") == "true" else int.from_bytes(os.urandom(4), "little")
+
+
+def _run_child(script: Path, mode: str, out: Path, run: Path, kill_after: float | None) -> bool:
+    """Start the child; SIGKILL it ``kill_after`` seconds after its imports. True when it was killed."""
+    child = subprocess.Popen([sys.executable, str(script), mode, str(out), str(run)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    try:
+        child.wait(timeout=kill_after)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+        TRIED["kills"] += 1
+        return True
+    assert child.returncode == 0, child.stderr.read()
+    return False
+
+
+def test_training_killed_at_random_points_resumes_to_the_uninterrupted_run(tmp_path):
+    import random
+
+    rng = random.Random(KILL_SEED)
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    reference = train_tiny_digits_run(tmp_path / "reference", epochs=3)
+    killed = tmp_path / "killed"
+    kills = 0
+    while kills < 3:
+        kills += _run_child(script, "train", killed, killed, rng.uniform(0.0, 3.0))
+        if (killed / "metrics.jsonl").exists() and _rows(killed)[-1]["epoch"] == 3:
+            break  # it finished before the kill came
+    _run_child(script, "train", killed, killed, None)  # resume to the end (or nothing left to do)
+    assert _rows(killed) == _rows(reference), f"kill seed {KILL_SEED}"
+    assert _same_weights(killed, reference), f"kill seed {KILL_SEED}"
+    assert not list(killed.glob(".*.tmp"))  # the resumed run's writes removed what the killed ones left
+
+
+@pytest.mark.parametrize("mode", ["spectrum", "flatness"])
+def test_writers_killed_at_random_points_never_leave_an_accepted_inconsistent_result(template, tmp_path, mode):
+    import random
+
+    rng = random.Random(KILL_SEED + (mode == "flatness"))
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    run = _fresh_copy(template, tmp_path / "w")
+    out = tmp_path / "out"
+    for _ in range(3):
+        _run_child(script, mode, out, run, rng.uniform(0.3, 2.5))
+        if mode == "spectrum" and (out / "spectrum.json").exists():
+            info = json.loads((out / "spectrum.json").read_text())
+            try:
+                arrays = lio.read_verified_npz(out / "spectrum.npz", info, out / "spectrum.json")
+            except lio.MismatchedPairError:
+                TRIED["split_pairs_refused"] += 1
+                continue  # refused: the kill fell between the two files
+            assert arrays["ritz_values"].shape == (info["k"],), f"kill seed {KILL_SEED}"  # accepted: one unit
+        elif mode == "flatness" and (out / "flatness-fisher-rao.json").exists():
+            info = json.loads((out / "flatness-fisher-rao.json").read_text())  # whole JSON, never half
+            assert info["data_samples"] == info["config"]["data_samples"]
+    assert runner.invoke(app, [mode, str(run), *(["--method", "lanczos", "--k", "2", "--samples", "30"]
+                                                  if mode == "spectrum" else
+                                                  ["--measure", "fisher-rao", "--data-samples", "20"]),
+                               "--out", str(out), "--device", "cpu", "--quiet"]).exit_code == 0
+    assert not list(out.glob(".*.tmp"))  # the next write removed the killed writers' temporaries
+
+
 def test_zz_report_the_number_of_inputs_tried(capsys):
     with capsys.disabled():
-        print(f"\n[test_robustness] {TRIED['inputs']} bad inputs driven through the CLI")
+        print(f"\n[test_robustness] {TRIED['inputs']} bad inputs driven through the CLI, {TRIED['kills']} kills "
+              f"(kill seed {KILL_SEED}), {TRIED['split_pairs_refused']} split pairs refused")
     assert TRIED["inputs"] >= 0
