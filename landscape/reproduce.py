@@ -74,6 +74,7 @@ class Step:
     run: Callable[[], None]
     done: Callable[[], bool]
     run_dir: Path | None = None
+    disk_bytes: Callable[[], int] | None = None  # the largest file it writes, for the dry-run total
 
 
 @dataclass
@@ -82,6 +83,7 @@ class Plan:
     skipped: list[str] = field(default_factory=list)  # datasets / targets that cannot run here, and why
     report_dirs: list[Path] = field(default_factory=list)
     progress: bool = False  # progress bars / timed lines inside long steps (set by reproduce())
+    train_configs: dict = field(default_factory=dict)  # run_dir -> TrainConfig (sizes for the dry run)
 
     def has(self, run_dir: Path, name: str) -> bool:
         """Whether a step ``name`` on ``run_dir`` is planned already (targets share runs: plan it once)."""
@@ -147,6 +149,7 @@ def _train_step(plan: Plan, target: str, run_dir: Path, config_kwargs: dict, dev
                        + [f"--model-arg {k}={v}" for k, v in config_kwargs.get("model_kwargs", {}).items()])
     command = (f"landscape train --model {config.model} --dataset {config.dataset} --optimizer {config.optimizer} "
                f"{options} --out {run_dir}")
+    plan.train_configs.setdefault(run_dir, config)
     if not plan.has(run_dir, "train"):
         plan.steps.append(Step(target, "train", command, run, finished, run_dir))
     if run_dir not in plan.report_dirs:
@@ -172,6 +175,39 @@ def _checkpoint_epoch(path: Path) -> int | None:
     return _EPOCHS[key]
 
 
+def _parameter_count(plan: Plan, run_dir: Path) -> int:
+    """Trainable parameters of the run's model, without training it (one small build on the CPU)."""
+    from landscape.data import load_dataset
+    from landscape.models import build_model, count_parameters
+
+    config = plan.train_configs[run_dir]
+    kwargs = {k: v for k, v in {"seq_len": config.seq_len, "vocab": config.vocab}.items() if v is not None}
+    data = load_dataset(config.dataset, "test", config.data_dir, **kwargs)
+    return count_parameters(build_model(config.model, data.input_shape, data.num_classes, seed=0,
+                                        **config.model_kwargs))
+
+
+def _disk_plan(the_plan: Plan, runs_dir: Path) -> str:
+    """One line: the disk the exact spectra still to run need (each matrix is removed after its solve,
+    so the largest one is the peak) against what is free where the runs go."""
+    from landscape.resources import format_bytes, free_disk
+
+    sizes = []
+    for step in the_plan.steps:
+        if step.disk_bytes is not None and not step.done():
+            try:
+                sizes.append(step.disk_bytes())
+            except LandscapeError as err:
+                return f"disk: cannot size {step.command} ({err})"
+    free = free_disk(runs_dir)
+    line = (f"disk: {len(sizes)} exact spectra to run need up to {format_bytes(max(sizes, default=0))} at once "
+            f"({format_bytes(sum(sizes))} written in all, each matrix removed after its solve)"
+            + (f"; {format_bytes(free)} free in {runs_dir}" if free is not None else ""))
+    if free is not None and sizes and max(sizes) > free:
+        line += ": the largest will be refused there (pass --runs on a larger disk)"
+    return line
+
+
 def _fresh(artifact: Path, run_dir: Path) -> bool:
     """The artifact exists and is not older than the checkpoint it was measured on (a resumed run invalidates it)."""
     checkpoint = run_dir / "checkpoint.pt"
@@ -190,7 +226,8 @@ def _spectrum_step(plan: Plan, target: str, run_dir: Path, method: str, device: 
     plan.steps.append(Step(target, f"spectrum {method}",
                            f"landscape spectrum {run_dir / 'checkpoint.pt'} --method {method} {flags}".strip(),
                            lambda: compute_spectrum(config, progress=plan.progress),
-                           lambda: _fresh(out / "spectrum.json", run_dir), run_dir))
+                           lambda: _fresh(out / "spectrum.json", run_dir), run_dir,
+                           disk_bytes=(lambda: _parameter_count(plan, run_dir) ** 2 * 8) if method == "exact" else None))
 
 
 def _flatness_step(plan: Plan, target: str, run_dir: Path, measure: str, device: str, data_dir, **options) -> None:
@@ -413,7 +450,12 @@ def reproduce(config: ReproduceConfig, *, log: Callable[[str], None] = print, dr
     if dry_run:
         for step in the_plan.steps:
             log(f"  [{'done' if step.done() else 'todo'}] {step.target}: {step.command}")
+        log(_disk_plan(the_plan, config.runs_dir))
         return None
+    from landscape.io import ensure_output_dir
+
+    ensure_output_dir(config.out_dir)  # an unwritable --out or --runs is found before the first training
+    ensure_output_dir(config.runs_dir, "--runs")
     start = time.perf_counter()
     timings = []
     failed_runs: set[Path] = set()

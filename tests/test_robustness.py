@@ -515,3 +515,20 @@ def test_zz_report_the_number_of_inputs_tried(capsys):
         print(f"\n[test_robustness] {TRIED['inputs']} bad inputs driven through the CLI, {TRIED['kills']} kills "
               f"(kill seed {KILL_SEED}), {TRIED['split_pairs_refused']} split pairs refused")
     assert TRIED["inputs"] >= 0
+
+
+def test_reproduce_dry_run_totals_the_disk_of_its_exact_spectra(tmp_path):
+    from landscape.reproduce import ReproduceConfig, reproduce
+
+    lines: list[str] = []
+    reproduce(ReproduceConfig(target="fig1", runs=str(tmp_path / "runs")), log=lines.append, dry_run=True)
+    n = 8 * 8 * 64 + 64 + 64 * 10 + 10  # small-mnistfc on 8x8 digits: 4,810 parameters
+    assert f"2 exact spectra to run need up to {resources.format_bytes(n * n * 8)} at once" in lines[-1]
+    assert f"({resources.format_bytes(2 * n * n * 8)} written in all" in lines[-1]
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+def test_reproduce_refuses_an_unwritable_out_before_training(tmp_path):
+    _refused(["reproduce", "fig1", "--out", "/proc/landscape-report", "--runs", str(tmp_path / "runs"), "--quiet"],
+             protected=tmp_path, needle="Cannot write to the output folder '/proc/landscape-report'")
+    assert not (tmp_path / "runs").exists()
