@@ -24,7 +24,7 @@ from pathlib import Path
 from landscape.errors import LandscapeError
 
 __all__ = ["ExactNeeds", "allocated_bytes", "available_memory", "check_exact", "check_exact_spectrum",
-           "check_in_memory", "exact_needs", "format_bytes", "free_disk"]
+           "check_in_memory", "exact_needs", "format_bytes", "free_disk", "per_sample_gradient_bytes"]
 
 #: Headroom kept free on top of an estimate (page tables, the interpreter, other processes).
 MARGIN = 1.05
@@ -85,6 +85,11 @@ def check_exact(needs: ExactNeeds, *, free_disk_bytes: int | None, memory_bytes:
             f"for its eigensolve but only {format_bytes(memory_bytes)} is available: {EXACT_ALTERNATIVES}, or build "
             "the matrix with --build-only and solve it on a machine with more memory."
         )
+
+
+def per_sample_gradient_bytes(batch: int, n: int, itemsize: int) -> int:
+    """Peak of a per-sample gradient pass: the (batch, n) rows, their concatenation and one squared copy."""
+    return 3 * batch * n * itemsize
 
 
 def check_in_memory(what: str, need_bytes: int, memory_bytes: int | None, advice: str) -> None:

@@ -532,3 +532,26 @@ def test_reproduce_refuses_an_unwritable_out_before_training(tmp_path):
     _refused(["reproduce", "fig1", "--out", "/proc/landscape-report", "--runs", str(tmp_path / "runs"), "--quiet"],
              protected=tmp_path, needle="Cannot write to the output folder '/proc/landscape-report'")
     assert not (tmp_path / "runs").exists()
+
+
+def test_in_memory_builds_refuse_what_does_not_fit(monkeypatch):
+    """The dense matrix in memory and the per-sample gradients of the diagonal Fisher are sized before any work."""
+    from landscape.curvature.dense import dense_hessian
+    from landscape.curvature.diagonal import diagonal_fisher
+    from landscape.curvature.operators import FisherOperator, make_batches
+    from landscape.losses import cross_entropy
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.LayerNorm(3), torch.nn.Linear(3, 2))
+    x, y = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 2, (8,))
+    op = FisherOperator(model.double(), cross_entropy, make_batches(x, y, 8), dtype=torch.float64)
+    n = op.shape[0]
+    assert resources.per_sample_gradient_bytes(8, n, 8) == 3 * 8 * n * 8
+    monkeypatch.setattr(resources, "available_memory", lambda: 100)
+    with pytest.raises(LandscapeError, match=f"The dense {n} x {n} matrix needs about .* but only 100 B"):
+        dense_hessian(op, workspace=None, progress=False)
+    with pytest.raises(LandscapeError, match="smaller --batch-size"):
+        diagonal_fisher(op)  # LayerNorm: no layer-wise path, the per-sample gradient matrix is built
+    monkeypatch.setattr(resources, "available_memory", lambda: None)  # unknown: no objection
+    assert dense_hessian(op, workspace=None, progress=False).shape == (n, n)
+    np.testing.assert_allclose(diagonal_fisher(op).numpy(),
+                               (op.per_sample_gradients(x, y) ** 2).mean(0).numpy(), rtol=1e-12)
