@@ -426,9 +426,10 @@ def train(
     """Train ``config.model`` on ``config.dataset`` with ``config.optimizer``.
 
     Writes ``config.json`` at the start, a checkpoint of the initialisation (epoch 0),
-    and after every outer epoch a metrics row and a new checkpoint, each atomically:
-    Ctrl-C or a crash leaves the last complete epoch intact and ``resume=True``
-    continues from it bit-identically on the same device. A NaN or infinite training
+    and after every outer epoch a new checkpoint and then the metrics row announcing it,
+    each atomically: Ctrl-C or a crash leaves the last complete epoch intact and
+    ``resume=True`` continues from it bit-identically on the same device (restoring the
+    metrics row from the checkpoint when the kill fell between the two writes). A NaN or infinite training
     loss stops the run with :class:`NonFiniteLossError`; the last good checkpoint stays.
     """
     log = log or (lambda msg: None)
