@@ -569,3 +569,29 @@ def test_reproduce_with_a_damaged_metrics_file_names_it(template, tmp_path):
     assert not plan.steps[0].done()
     with pytest.raises(LandscapeError, match=r"metrics.jsonl line 3 is not a JSON object"):
         plan.steps[0].run()
+
+
+def test_a_kill_between_the_first_checkpoint_and_its_row_is_resumable(tmp_path, monkeypatch):
+    """The epoch-0 window: a rerun says --resume, and --resume completes the run as if never stopped."""
+    import landscape.train as train_module
+
+    real = train_module._write_metrics
+
+    def killed(path, rows):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_write_metrics", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_tiny_digits_run(tmp_path / "zero", epochs=1)
+    monkeypatch.setattr(train_module, "_write_metrics", real)
+    run = tmp_path / "zero"
+    assert (run / "checkpoint.pt").exists() and not (run / "metrics.jsonl").exists()
+    with pytest.raises(LandscapeError, match="continue it with --resume"):
+        train_tiny_digits_run(run, epochs=1)
+    torch.manual_seed(0)
+    from landscape.train import TrainConfig, train
+
+    train(TrainConfig(model="small-mnistfc", dataset="digits", optimizer="adam", epochs=1, batch_size=64,
+                      out=str(run), device="cpu", model_kwargs={"hidden": 4}), resume=True, progress=False)
+    reference = train_tiny_digits_run(tmp_path / "reference", epochs=1)
+    assert _rows(run) == _rows(reference) and _same_weights(run, reference)
