@@ -5,8 +5,9 @@ fsync'ed, then renamed over the destination: a killed run leaves either the old 
 the new one, never half of one. ``os.replace`` is atomic on POSIX when source and
 destination are on the same file system, which is why the temporary file lives beside
 the destination rather than in /tmp. The temporary file's name carries the writer's
-process id (``.NAME.PID-XXXX.tmp``); the next write into that folder removes the ones
-left by writers that were killed (process gone, or older than :data:`STALE_TMP_S`).
+process id and a tag of its host (``.NAME.PID@HOST-XXXX.tmp``); the next write into that
+folder removes the ones left by killed writers (a process of this host that is gone, or
+any file older than :data:`STALE_TMP_S`: a folder shared by several machines).
 
 Results made of two files (``spectrum.npz`` + ``spectrum.json``, ``fig2.npz`` +
 ``fig2.json``) are one unit by content hash rather than by a shared rename: the arrays
@@ -29,6 +30,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -48,7 +50,14 @@ class MismatchedPairError(LandscapeError):
     """An ``.npz`` whose bytes are not the ones its JSON's hash vouches for (a writer killed between them)."""
 
 
-_TMP_NAME = re.compile(r"^\..+\.(\d+)-[^.]+\.tmp$")
+_TMP_NAME = re.compile(r"^\..+\.(\d+)@([0-9a-f]{8})-[^.]+\.tmp$")
+#: Names this machine in temporary-file names: a process id says nothing about another host's processes.
+HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def temporary_prefix(name: str) -> str:
+    """``.NAME.PID@HOST-``: the prefix of a temporary file or folder whose staleness can be judged later."""
+    return f".{name}.{os.getpid()}@{HOST_TAG}-"
 
 
 @contextlib.contextmanager
@@ -62,7 +71,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
             yield fh
@@ -92,9 +101,10 @@ def remove_stale_temporaries(folder: str | os.PathLike, *, now: float | None = N
 
     ``directories``: also staging folders of the same shape (removed with their contents).
     A file counts as stale when its name has the shape :func:`atomic_open` gives and
-    either its writer's process no longer exists or it is older than :data:`STALE_TMP_S`
-    (the process id may have been reused, or the writer ran on another machine sharing
-    the folder). A live writer's file, including this process's, is never touched.
+    either its writer ran on this host and its process no longer exists, or it is older
+    than :data:`STALE_TMP_S` (the process id may have been reused; another machine sharing
+    the folder cannot be asked). A live writer's file, including this process's, is never
+    touched.
     """
     now = time.time() if now is None else now
     removed: list[Path] = []
@@ -110,9 +120,9 @@ def remove_stale_temporaries(folder: str | os.PathLike, *, now: float | None = N
             folder_entry = directories and entry.is_dir(follow_symlinks=False)
             if not (entry.is_file(follow_symlinks=False) or folder_entry):
                 continue
-            pid = int(match.group(1))
+            pid, here = int(match.group(1)), match.group(2) == HOST_TAG
             old = now - entry.stat(follow_symlinks=False).st_mtime > STALE_TMP_S
-            if pid != os.getpid() and (old or not _process_alive(pid)):
+            if not (here and pid == os.getpid()) and (old or (here and not _process_alive(pid))):
                 shutil.rmtree(entry.path) if folder_entry else os.unlink(entry.path)
                 removed.append(Path(entry.path))
         except (OSError, ValueError):
@@ -132,7 +142,7 @@ def ensure_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
                              f"{option}.")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".write-test.{os.getpid()}-", suffix=".tmp", dir=path)
+        fd, probe = tempfile.mkstemp(prefix=temporary_prefix("write-test"), suffix=".tmp", dir=path)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:

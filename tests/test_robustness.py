@@ -169,19 +169,22 @@ def _dead_pid() -> int:
 
 
 def test_stale_temporaries_of_killed_writers_are_removed_on_the_next_write(tmp_path):
-    dead = tmp_path / f".spectrum.json.{_dead_pid()}-abc.tmp"
-    live = tmp_path / f".spectrum.npz.{os.getppid()}-def.tmp"  # a live process (our parent) may still write it
-    mine = tmp_path / f".metrics.jsonl.{os.getpid()}-ghi.tmp"
-    aged = tmp_path / f".config.json.{os.getppid()}-jkl.tmp"
+    host = lio.HOST_TAG
+    dead = tmp_path / f".spectrum.json.{_dead_pid()}@{host}-abc.tmp"
+    live = tmp_path / f".spectrum.npz.{os.getppid()}@{host}-def.tmp"  # a live process (our parent) may still write it
+    mine = tmp_path / f".metrics.jsonl.{os.getpid()}@{host}-ghi.tmp"
+    aged = tmp_path / f".config.json.{os.getppid()}@{host}-jkl.tmp"
+    away = tmp_path / f".fig2.json.{_dead_pid()}@{'0' * 8 if host != '0' * 8 else '1' * 8}-mno.tmp"  # another host's
     other = tmp_path / ".notes.tmp"  # not our naming: never touched
-    for path in (dead, live, mine, aged, other):
+    for path in (dead, live, mine, aged, away, other):
         path.write_text("half")
     old = time.time() - lio.STALE_TMP_S - 60
     os.utime(aged, (old, old))
     lio.write_json(tmp_path / "spectrum.json", {"a": 1})
     assert not dead.exists() and not aged.exists()
-    assert live.exists() and mine.exists() and other.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, mine.name, other.name, "spectrum.json"])
+    assert live.exists() and mine.exists() and away.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, mine.name, away.name, other.name,
+                                                                 "spectrum.json"])
 
 
 def test_a_checkpoint_is_written_before_its_metrics_row_and_a_resume_restores_the_row(tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterable
 
 from landscape.errors import LandscapeError
-from landscape.io import remove_stale_temporaries
+from landscape.io import remove_stale_temporaries, temporary_prefix
 
 __all__ = ["ARCHIVE_DIR", "archive_runs", "archived_files"]
 
@@ -97,13 +97,13 @@ def archive_runs(paths: Iterable[Path], out: str | Path) -> Path:
     _check_target(target)
     remove_stale_temporaries(out, directories=True)  # staging folders of killed earlier calls
     sources = [Path(p) for p in paths]
-    staging = Path(tempfile.mkdtemp(prefix=f".{ARCHIVE_DIR}.{os.getpid()}-", suffix=".tmp", dir=out))
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(ARCHIVE_DIR), suffix=".tmp", dir=out))
     try:
         for source, name in zip(sources, _unique_names(sources)):
             _copy_into(staging, name, source)
         old = None
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{ARCHIVE_DIR}-old.{os.getpid()}-", suffix=".tmp", dir=out))
+            old = Path(tempfile.mkdtemp(prefix=temporary_prefix(f"{ARCHIVE_DIR}-old"), suffix=".tmp", dir=out))
             target.rename(old / ARCHIVE_DIR)
         staging.rename(target)
         if old is not None:
