@@ -385,8 +385,10 @@ def _restore(ckpt_path: Path, config: TrainConfig, model: nn.Module, optimizer, 
     payload = read_checkpoint(ckpt_path)
     if payload.get("trainer") is None or payload.get("optimizer") is None:
         raise LandscapeError(f"Cannot resume from '{ckpt_path}': it holds no training state.")
+    from landscape.models import model_info
+
     held = (payload.get("model") or {}).get("name")
-    if held != config.model:
+    if held != model_info(config.model).name:
         raise LandscapeError(f"Cannot resume from '{ckpt_path}': it holds a {held!r} model but the run's config.json "
                              f"trains {config.model!r}; pass the matching run directory, or start again with "
                              "--overwrite.")
