@@ -162,6 +162,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return payload
 
 
+def check_finite_weights(payload: dict) -> None:
+    """Refuse a checkpoint whose weights or floating buffers hold NaN or infinity (a diverged run's):
+    every measurement on it would be NaN, and the error would otherwise surface far from its cause."""
+    bad = [name for name, tensor in payload["state_dict"].items()
+           if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise CheckpointError(f"'{payload.get('path')}' has non-finite weights (NaN or infinity in {bad[0]}{more}): the "
+                              "run that wrote it diverged; use a checkpoint from before, or train again with a lower "
+                              "--lr.")
+
+
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model stored in a checkpoint and return ``(model, meta)``.
 
@@ -172,6 +184,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     from landscape.models import build_model
 
     payload = read_checkpoint(path)
+    check_finite_weights(payload)
     spec = payload["model"]
     try:
         model = build_model(spec["name"], tuple(spec["input_shape"]), int(spec["num_classes"]), **dict(spec.get("kwargs") or {}))

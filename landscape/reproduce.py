@@ -74,6 +74,7 @@ class Step:
     run: Callable[[], None]
     done: Callable[[], bool]
     run_dir: Path | None = None
+    disk_bytes: Callable[[], int] | None = None  # the largest file it writes, for the dry-run total
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Plan:
     report_dirs: list[Path] = field(default_factory=list)
     progress: bool = False  # progress bars / timed lines inside long steps (set by reproduce())
     log: Callable[[str], None] = print  # where those lines go (set by reproduce())
+    train_configs: dict = field(default_factory=dict)  # run_dir -> TrainConfig (sizes for the dry run)
 
     def has(self, run_dir: Path, name: str) -> bool:
         """Whether a step ``name`` on ``run_dir`` is planned already (targets share runs: plan it once)."""
@@ -135,27 +137,87 @@ def _train_step(plan: Plan, target: str, run_dir: Path, config_kwargs: dict, dev
                                      f"{wanted.get(key)!r}); pass another --runs folder or delete that run.")
 
     def finished() -> bool:
+        """The checkpoint's own epoch is the one asked for, and its metrics row is written (a run killed
+        between the two is resumed, which writes the row); a damaged metrics file is left to the
+        resume, which names it."""
         check_same_run()
-        metrics = run_dir / "metrics.jsonl"
-        if not (metrics.exists() and (run_dir / "checkpoint.pt").exists()):
+        checkpoint, metrics = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
+        if not (metrics.exists() and checkpoint.exists()) or _checkpoint_epoch(checkpoint) != config.epochs:
             return False
-        lines = [line for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return bool(lines) and json.loads(lines[-1]).get("epoch") == config.epochs
+        try:
+            lines = [line for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+            last = json.loads(lines[-1]) if lines else None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        return isinstance(last, dict) and last.get("epoch") == config.epochs
 
     def run() -> None:
         partial = (run_dir / "checkpoint.pt").exists() and (run_dir / "config.json").exists()
-        train(config, resume=partial, progress=plan.progress)
+        # no checkpoint: nothing trained to keep (check_same_run vouched for the folder), start over
+        train(config, resume=partial, overwrite=not (run_dir / "checkpoint.pt").exists(), progress=plan.progress)
 
     options = " ".join([f"{_flag(k, 'train')} {_flag_value(v)}" for k, v in config_kwargs.items()
                         if k not in ("model", "dataset", "optimizer", "model_kwargs")]
                        + [f"--model-arg {k}={v}" for k, v in config_kwargs.get("model_kwargs", {}).items()])
     command = (f"landscape train --model {config.model} --dataset {config.dataset} --optimizer {config.optimizer} "
                f"{options} --out {run_dir}")
+    plan.train_configs.setdefault(run_dir, config)
     if not plan.has(run_dir, "train"):
         plan.steps.append(Step(target, "train", command, run, finished, run_dir))
     if run_dir not in plan.report_dirs:
         plan.report_dirs.append(run_dir)
     return run_dir
+
+
+_EPOCHS: dict[tuple, int | None] = {}
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    """The epoch a checkpoint holds (None if unreadable), read once per version of the file."""
+    from landscape.checkpoint import read_checkpoint
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _EPOCHS:
+        try:
+            epoch = read_checkpoint(path).get("epoch")
+        except LandscapeError:
+            epoch = None
+        _EPOCHS[key] = epoch if isinstance(epoch, int) else None
+    return _EPOCHS[key]
+
+
+def _parameter_count(plan: Plan, run_dir: Path) -> int:
+    """Trainable parameters of the run's model, without training it (one small build on the CPU)."""
+    from landscape.data import load_dataset
+    from landscape.models import build_model, count_parameters
+
+    config = plan.train_configs[run_dir]
+    kwargs = {k: v for k, v in {"seq_len": config.seq_len, "vocab": config.vocab}.items() if v is not None}
+    data = load_dataset(config.dataset, "test", config.data_dir, **kwargs)
+    return count_parameters(build_model(config.model, data.input_shape, data.num_classes, seed=0,
+                                        **config.model_kwargs))
+
+
+def _disk_plan(the_plan: Plan, runs_dir: Path) -> str:
+    """One line: the disk the exact spectra still to run need (each matrix is removed after its solve,
+    so the largest one is the peak) against what is free where the runs go."""
+    from landscape.resources import format_bytes, free_disk
+
+    sizes = []
+    for step in the_plan.steps:
+        if step.disk_bytes is not None and not step.done():
+            try:
+                sizes.append(step.disk_bytes())
+            except LandscapeError as err:
+                return f"disk: cannot size {step.command} ({err})"
+    free = free_disk(runs_dir)
+    line = (f"disk: {len(sizes)} exact spectra to run need up to {format_bytes(max(sizes, default=0))} at once "
+            f"({format_bytes(sum(sizes))} written in all, each matrix removed after its solve)"
+            + (f"; {format_bytes(free)} free in {runs_dir}" if free is not None else ""))
+    if free is not None and sizes and max(sizes) > free:
+        line += ": the largest will be refused there (pass --runs on a larger disk)"
+    return line
 
 
 def _fresh(artifact: Path, run_dir: Path) -> bool:
@@ -176,7 +238,8 @@ def _spectrum_step(plan: Plan, target: str, run_dir: Path, method: str, device: 
     plan.steps.append(Step(target, f"spectrum {method}",
                            f"landscape spectrum {run_dir / 'checkpoint.pt'} --method {method} {flags}".strip(),
                            lambda: compute_spectrum(config, progress=plan.progress),
-                           lambda: _fresh(out / "spectrum.json", run_dir), run_dir))
+                           lambda: _fresh(out / "spectrum.json", run_dir), run_dir,
+                           disk_bytes=(lambda: _parameter_count(plan, run_dir) ** 2 * 8) if method == "exact" else None))
 
 
 def _flatness_step(plan: Plan, target: str, run_dir: Path, measure: str, device: str, data_dir, **options) -> None:
@@ -431,7 +494,12 @@ def reproduce(config: ReproduceConfig, *, log: Callable[[str], None] = print, dr
     if dry_run:
         for step in the_plan.steps:
             log(f"  [{'done' if step.done() else 'todo'}] {step.target}: {step.command}")
+        log(_disk_plan(the_plan, config.runs_dir))
         return None
+    from landscape.io import ensure_output_dir
+
+    ensure_output_dir(config.out_dir)  # an unwritable --out or --runs is found before the first training
+    ensure_output_dir(config.runs_dir, "--runs")
     start = time.perf_counter()
     timings = []
     failed_runs: set[Path] = set()

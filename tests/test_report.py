@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from digits_reference import train_tiny_digits_run
 from landscape.cli.app import app
 from landscape.errors import LandscapeError
+from landscape.io import write_arrays_and_summary
 from landscape.flatness.stage import FlatnessConfig, compute_flatness
 from landscape.report import build_report
 from landscape.report.render import num, pct
@@ -154,7 +155,9 @@ def test_unfinished_runs_and_incomplete_results_are_left_out_with_a_note(run_dir
     config = json.loads((partial / "config.json").read_text())
     config["epochs"] = 5
     (partial / "config.json").write_text(json.dumps(config))
-    np.savez(partial / "spectrum-slq" / "spectrum.npz", nodes=np.ones((2, 3)))  # no weights
+    slq = partial / "spectrum-slq"  # a consistent pair (the JSON vouches for the arrays) without weights
+    write_arrays_and_summary(slq / "spectrum.npz", slq / "spectrum.json", {"nodes": np.ones((2, 3))},
+                             json.loads((slq / "spectrum.json").read_text()))
     energy = json.loads((partial / "flatness-local-energy.json").read_text())
     energy["warnings"] = ["sigma 0.3 <measured> on 200 samples only"]
     (partial / "flatness-local-energy.json").write_text(json.dumps(energy))

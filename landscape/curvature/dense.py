@@ -181,6 +181,11 @@ def dense_hessian(
     fingerprint = operator_fingerprint(op) + f":{kind}:{ggn_chunk}"
     if out_dir is None:
         if out is None:
+            from landscape import resources
+
+            resources.check_in_memory(f"The dense {n:,} x {n:,} matrix", n * n * storage.itemsize + int(workspace or 0),
+                                      resources.available_memory(), "build it on disk (pass out_dir), or use Lanczos "
+                                      "or SLQ on the operator")
             H = np.zeros((n, n), dtype=storage)
         else:
             if out.shape != (n, n) or out.dtype != storage or not out.flags.c_contiguous:

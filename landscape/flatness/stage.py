@@ -46,7 +46,7 @@ from landscape.curvature.operators import HessianOperator, make_batches
 from landscape.device import resolve_device
 from landscape.errors import LandscapeError
 from landscape.flatness.network import check_parameter_names
-from landscape.io import write_json
+from landscape.io import ensure_output_dir, read_verified_npz, write_json
 from landscape.losses import cross_entropy
 from landscape.progress import Ticks
 from landscape.results import check_replaceable
@@ -165,7 +165,7 @@ def _compute_flatness(config: FlatnessConfig, ticks: Ticks, force: bool) -> tupl
     saved = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()
              if k in COMMON_SETTINGS or k in MEASURE_SETTINGS[config.measure]}
     replaced = check_replaceable(path, saved, force=force, ignore=NOT_RESULT_SETTINGS)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_output_dir(path.parent)
     params = list(config.params) if config.params else None
     result: dict = {
         "measure": config.measure,
@@ -237,15 +237,28 @@ def _read_exact_spectrum(path: str, n: int, samples: int, split: str, rule: str)
     if not npz.exists() or not summary.exists():
         raise LandscapeError(f"--spectrum '{path}' holds no spectrum.npz/spectrum.json; run "
                              "`landscape spectrum CHECKPOINT --method exact` first and pass its folder.")
-    info = json.loads(summary.read_text(encoding="utf-8"))
+    try:
+        info = json.loads(summary.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise LandscapeError(f"--spectrum: {summary} is not readable JSON ({type(err).__name__}); re-run "
+                             "`landscape spectrum --method exact`.") from None
+    if not isinstance(info, dict):
+        raise LandscapeError(f"--spectrum: {summary} holds no JSON object; re-run `landscape spectrum --method exact`.")
     if info.get("method") != "exact" or info.get("operator", "hessian") != "hessian":
         raise LandscapeError(f"--spectrum '{path}' is a {info.get('method')} {info.get('operator')} result; "
                              "the Laplace estimate needs the exact Hessian spectrum (--method exact).")
     if info.get("samples") != samples or info.get("split") != split or info.get("sample_rule") != rule:
         raise LandscapeError(f"--spectrum '{path}' was taken on {info.get('sample_rule')} but this run uses {rule}; "
                              "use the same --samples/--split (or recompute the spectrum).")
-    with np.load(npz, allow_pickle=False) as arrays:
-        eigenvalues = np.asarray(arrays["eigenvalues"], dtype=np.float64)
+    arrays = read_verified_npz(npz, info, summary)  # the JSON vouches for these arrays (landscape.io)
+    values = arrays.get("eigenvalues")
+    if values is None or values.ndim != 1 or values.dtype.kind not in "fiu":
+        raise LandscapeError(f"--spectrum: {npz} holds no 1-d numeric 'eigenvalues' array; re-run `landscape spectrum "
+                             "--method exact`.")
+    eigenvalues = np.asarray(arrays["eigenvalues"], dtype=np.float64)
+    if not np.all(np.isfinite(eigenvalues)):
+        raise LandscapeError(f"--spectrum: {npz} holds non-finite eigenvalues; re-run `landscape spectrum --method "
+                             "exact`.")
     if eigenvalues.size != n:
         raise LandscapeError(f"--spectrum '{path}' has {eigenvalues.size} eigenvalues, the network {n} parameters.")
     return eigenvalues

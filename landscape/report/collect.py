@@ -23,6 +23,7 @@ from typing import Iterable
 import numpy as np
 
 from landscape.errors import LandscapeError
+from landscape.io import MismatchedPairError, read_verified_npz
 
 MAX_DEPTH = 3  # how far below a given folder runs are looked for
 
@@ -93,12 +94,27 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _read_npz(path: Path) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise LandscapeError(f"{path} is not a readable .npz file ({exc}); re-run the stage that wrote it.") from None
+def _read_npz(path: Path, summary: dict | None = None, summary_path: Path | None = None) -> dict:
+    """Arrays of ``path``, verified against the hash its JSON ``summary`` records (landscape.io)."""
+    return read_verified_npz(path, summary or {}, summary_path or path.with_suffix(".json"))
+
+
+def _check_flatness(path: Path, info: dict) -> None:
+    """The parts of a flatness JSON the report iterates over must have the shapes landscape writes."""
+    entries = info.get("entries", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("measure"), str)
+                                                for e in entries):
+        raise LandscapeError(f"{path}: 'entries' must be a list of objects that each name their measure; re-run "
+                             "`landscape flatness` to write it again.")
+    for key in ("sigmas", "gammas", "estimates", "stderrs"):
+        if not isinstance(info.get(key, []), list):
+            raise LandscapeError(f"{path}: '{key}' must be a list; re-run `landscape flatness` to write it again.")
+    for key in ("delta", "stderr") if info.get("measure") == "local-energy" else ():
+        table = info.get(key, {})
+        if not isinstance(table, dict) or not all(isinstance(v, dict) and all(isinstance(x, list) for x in v.values())
+                                                  for v in table.values()):
+            raise LandscapeError(f"{path}: '{key}' must map each split to lists of numbers; re-run `landscape "
+                                 "flatness` to write it again.")
 
 
 def _read_metrics(path: Path) -> list[dict]:
@@ -132,7 +148,11 @@ def read_run(path: Path, notes: list[str] | None = None) -> RunArtifacts:
         if (sub / "spectrum.json").exists() and (sub / "spectrum.npz").exists():
             info = _read_json(sub / "spectrum.json")
             method = info.get("method", sub.name.removeprefix("spectrum-"))
-            arrays = _read_npz(sub / "spectrum.npz")
+            try:
+                arrays = _read_npz(sub / "spectrum.npz", info, sub / "spectrum.json")
+            except MismatchedPairError as err:
+                notes.append(f"{err} Left out.")
+                continue
             lacking = [k for k in SPECTRUM_ARRAYS.get(method, ()) if k not in arrays]
             if lacking:
                 notes.append(f"{sub / 'spectrum.npz'} has no {', '.join(lacking)}: left out.")
@@ -140,6 +160,7 @@ def read_run(path: Path, notes: list[str] | None = None) -> RunArtifacts:
             run.spectra[method] = {"json": info, "arrays": arrays, "dir": sub.name}
     for file in sorted(path.glob("flatness-*.json")):
         info = _read_json(file)
+        _check_flatness(file, info)
         run.flatness[info.get("measure", file.stem.removeprefix("flatness-"))] = info
     if not run.complete and run.metrics:
         notes.append(f"{path.name} stopped at epoch {run.final.get('epoch')} of {run.config.get('epochs')}: shown in "
@@ -177,7 +198,8 @@ def collect(paths: Iterable[str | Path], notes: list[str] | None = None) -> tupl
             return True
         if _is_fig2(path):
             seen.add(resolved)
-            figs.append(Fig2Artifacts(path, _read_json(path / "fig2.json"), _read_npz(path / "fig2.npz")))
+            summary = _read_json(path / "fig2.json")
+            figs.append(Fig2Artifacts(path, summary, _read_npz(path / "fig2.npz", summary, path / "fig2.json")))
             return True
         return False
 

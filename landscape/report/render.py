@@ -697,7 +697,9 @@ def build_report(paths: Sequence[str | Path], out: str | Path, *, title: str | N
     """
     if not paths:
         raise LandscapeError("Give at least one run directory to report on.")
-    out = Path(out)
+    from landscape.io import ensure_output_dir
+
+    out = ensure_output_dir(out)  # a writable folder, checked before the page is rendered
     html = render_report(paths, title=title, log=log, extra=extra, max_train_error=max_train_error)
     out.mkdir(parents=True, exist_ok=True)
     if archive:
