@@ -9,8 +9,10 @@
   exit status 2 and one sentence, with no traceback and no file changed outside the
   example's own output folder.
 
-* kills: SIGKILL at random points of training and of the spectrum / flatness writers; the
-  training resumes to the uninterrupted result, and no inconsistent pair is ever accepted.
+* kills: SIGKILL at random points of training, an exact build, the spectrum / flatness
+  writers, the report and reproduce; training, the build and reproduce resume to the
+  uninterrupted result, a page is old or new (never half), and no inconsistent pair is
+  ever accepted.
 """
 
 from __future__ import annotations
@@ -438,13 +440,29 @@ if mode == "train":
     torch.manual_seed(0)
     train(TrainConfig(model="small-mnistfc", dataset="digits", optimizer="adam", epochs=3, batch_size=64, out=str(out),
                       device="cpu", model_kwargs={"hidden": 4}), resume=(out / "checkpoint.pt").exists(), progress=False)
+if mode == "exact":  # a resumable dense build with many small blocks, then the solve
+    compute_spectrum(SpectrumConfig(checkpoint=run, method="exact", samples=60, out=str(out), device="cpu",
+                                    block_size=1, dense_method="hvp"), progress=False)
+    sys.exit()
+if mode == "report":
+    from landscape.report import build_report
+    for _ in range(50):
+        build_report([run], out)
+    sys.exit()
+if mode == "reproduce":
+    from landscape.reproduce import ReproduceConfig, reproduce
+    tiny = {"seeds": (0, 1), "table1": {"sgd": {"epochs": 3, "model_kwargs": {"hidden": 4}}},
+            "table1_models": ("small-mnistfc",)}
+    reproduce(ReproduceConfig(target="table1", scale="quick", runs=str(out / "runs"), out=str(out / "report"),
+                              device="cpu"), log=lambda message: None, settings=tiny)
+    sys.exit()
 for i in itertools.count() if mode != "train" else ():
     if mode == "spectrum":  # pairs that differ from one write to the next: k Ritz values
         compute_spectrum(SpectrumConfig(checkpoint=run, method="lanczos", k=2 + i % 3, samples=30, out=str(out),
-                                        device="cpu"), progress=False)
+                                        device="cpu"), progress=False, force=True)
     else:
         compute_flatness(FlatnessConfig(checkpoint=run, measure="fisher-rao", data_samples=20 + i % 5, out=str(out),
-                                        device="cpu"))
+                                        device="cpu"), force=True)
 """
 KILL_SEED = 0 if os.environ.get("CI") == "true" else int.from_bytes(os.urandom(4), "little")
 
@@ -509,15 +527,18 @@ def test_writers_killed_at_random_points_never_leave_an_accepted_inconsistent_re
     assert runner.invoke(app, [mode, str(run), *(["--method", "lanczos", "--k", "2", "--samples", "30"]
                                                   if mode == "spectrum" else
                                                   ["--measure", "fisher-rao", "--samples", "20"]),
-                               "--out", str(out), "--device", "cpu", "--quiet"]).exit_code == 0
+                               "--out", str(out), "--device", "cpu", "--quiet", "--force"]).exit_code == 0
     assert not list(out.glob(".*.tmp"))  # the next write removed the killed writers' temporaries
 
 
-def test_zz_report_the_number_of_inputs_tried(capsys):
-    with capsys.disabled():
-        print(f"\n[test_robustness] {TRIED['inputs']} bad inputs driven through the CLI, {TRIED['kills']} kills "
-              f"(kill seed {KILL_SEED}), {TRIED['split_pairs_refused']} split pairs refused")
-    assert TRIED["inputs"] >= 0
+@pytest.fixture(scope="module", autouse=True)
+def _print_the_counts(request):
+    """The note reports how many bad inputs and kills the suite tried: printed once the module is done."""
+    yield
+    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None:
+        terminal.write_line(f"[test_robustness] {TRIED['inputs']} bad inputs driven through the CLI, {TRIED['kills']} "
+                            f"kills (kill seed {KILL_SEED}), {TRIED['split_pairs_refused']} split pairs refused")
 
 
 def test_reproduce_dry_run_totals_the_disk_of_its_exact_spectra(tmp_path):
@@ -598,3 +619,79 @@ def test_a_kill_between_the_first_checkpoint_and_its_row_is_resumable(tmp_path, 
                       out=str(run), device="cpu", model_kwargs={"hidden": 4}), resume=True, progress=False)
     reference = train_tiny_digits_run(tmp_path / "reference", epochs=1)
     assert _rows(run) == _rows(reference) and _same_weights(run, reference)
+
+
+def _spectrum_arrays(folder: Path) -> dict:
+    with np.load(folder / "spectrum.npz", allow_pickle=False) as arrays:
+        return dict(arrays)
+
+
+def _kill_inside_build(script: Path, out: Path, run: Path, delay: float) -> bool:
+    """Start an exact build and SIGKILL it ``delay`` seconds after its matrix state first exists.
+    True when the kill landed before the build finished."""
+    child = subprocess.Popen([sys.executable, str(script), "exact", str(out), str(run)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    deadline = time.monotonic() + 60
+    while not (out / "hessian.json").exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(delay)
+    finished = child.poll() is not None
+    child.kill()
+    child.wait()
+    TRIED["kills"] += not finished
+    return not finished and not (out / "spectrum.json").exists()
+
+
+def test_an_exact_build_killed_at_random_points_resumes_to_the_uninterrupted_spectrum(template, tmp_path):
+    import random
+
+    rng = random.Random(KILL_SEED + 2)
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    run = _fresh_copy(template, tmp_path / "w")
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    _run_child(script, "exact", reference, run, None)
+    kills = sum(_kill_inside_build(script, killed, run, rng.uniform(0.0, 1.0)) for _ in range(2))
+    assert kills >= 1, f"no kill landed inside the build (kill seed {KILL_SEED})"
+    _run_child(script, "exact", killed, run, None)  # resume: the finished blocks are kept
+    np.testing.assert_allclose(_spectrum_arrays(killed)["eigenvalues"], _spectrum_arrays(reference)["eigenvalues"],
+                               rtol=0, atol=1e-12, err_msg=f"kill seed {KILL_SEED}")
+
+
+def test_a_report_killed_while_writing_leaves_the_old_page_or_the_new_one(template, tmp_path):
+    import random
+
+    rng = random.Random(KILL_SEED + 3)
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    run = _fresh_copy(template, tmp_path / "w")
+    out = tmp_path / "report"
+    for _ in range(3):
+        _run_child(script, "report", out, run, rng.uniform(0.5, 4.0))
+        if (out / "index.html").exists():
+            assert (out / "index.html").read_text(encoding="utf-8").rstrip().endswith("</html>")
+    assert runner.invoke(app, ["report", str(run), "--out", str(out), "--quiet"]).exit_code == 0
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_reproduce_killed_at_random_points_resumes_to_the_uninterrupted_runs(tmp_path):
+    import random
+
+    rng = random.Random(KILL_SEED + 4)
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    start = time.perf_counter()
+    _run_child(script, "reproduce", reference, reference, None)
+    whole = time.perf_counter() - start
+    kills = 0
+    for _ in range(2):
+        kills += _run_child(script, "reproduce", killed, killed, rng.uniform(0.1, 0.9) * whole)
+    assert kills >= 1, f"no kill landed (kill seed {KILL_SEED})"
+    _run_child(script, "reproduce", killed, killed, None)
+    for name in ("small-mnistfc-sgd-s0", "small-mnistfc-sgd-s1"):
+        assert _rows(killed / "runs" / name) == _rows(reference / "runs" / name), f"kill seed {KILL_SEED}"
+        assert _same_weights(killed / "runs" / name, reference / "runs" / name), f"kill seed {KILL_SEED}"
+    assert (killed / "report" / "index.html").exists()
+
