@@ -154,3 +154,69 @@ def test_k_beyond_the_parameters_is_said(run_dir, tmp_path):
     result = _spectrum(run_dir, "--method", "lanczos", "--k", "400", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert "asks for 400 eigenvalues of a 310-parameter operator" in result.output
+
+
+# every numeric option with the values it must refuse (bounds as declared in cli/app.py)
+_BAD_NUMBERS = {
+    ("spectrum", "--k"): "positive_int", ("spectrum", "--probes"): "positive_int",
+    ("spectrum", "--iters"): "positive_int", ("spectrum", "--samples"): "positive_int",
+    ("spectrum", "--chunk-size"): "positive_int", ("spectrum", "--max-probes"): "positive_int",
+    ("spectrum", "--tol"): "fraction", ("spectrum", "--trace-rel"): "fraction",
+    ("flatness", "--draws"): "positive_int", ("flatness", "--sgld-steps"): "positive_int",
+    ("flatness", "--burn-in"): "non_negative_int", ("flatness", "--epsilon"): "positive",
+    ("flatness", "--target"): "positive", ("flatness", "--beta"): "positive", ("flatness", "--gamma"): "positive",
+    ("train", "--lr"): "positive", ("train", "--weight-decay"): "non_negative", ("train", "--epochs"): "positive_int",
+    ("train", "--batch-size"): "positive_int", ("train", "--noise"): "non_negative",
+    ("train", "--momentum"): "fraction_from_0",
+}
+
+
+def _bad_value(kind):
+    from hypothesis import strategies as st
+
+    words = st.sampled_from(["nan", "inf", "-inf", "abc", "", "1e999", "0x10"])
+    if kind.endswith("_int"):
+        limit = 1 if kind == "positive_int" else 0
+        return st.one_of(st.integers(max_value=limit - 1).map(str), words, st.just("2.5"))
+    if kind == "fraction":
+        return st.one_of(st.floats(max_value=0.0).map(repr), st.floats(min_value=1.0).map(repr), words)
+    if kind == "fraction_from_0":
+        return st.one_of(st.floats(max_value=-1e-9).map(repr), st.floats(min_value=1.0).map(repr), words)
+    low = 0.0 if kind == "positive" else -1e-300
+    return st.one_of(st.floats(max_value=low, exclude_max=kind != "positive").filter(lambda v: v < 0 or
+                                                                                       kind == "positive").map(repr),
+                     words)
+
+
+def test_generated_bad_numbers_end_in_one_sentence_before_any_work(run_dir, tmp_path_factory):
+    """Property: every numeric option refuses out-of-range, non-finite and non-numeric values with exit
+    status 2, no traceback and nothing written (hypothesis, derandomised in CI)."""
+    import os
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    cases = st.sampled_from(sorted(_BAD_NUMBERS)).flatmap(
+        lambda key: st.tuples(st.just(key), _bad_value(_BAD_NUMBERS[key])))
+
+    @settings(max_examples=60, deadline=None, derandomize=os.environ.get("CI") == "true")
+    @given(cases)
+    def check(case):
+        (command, option), value = case
+        out = tmp_path_factory.mktemp("bad")
+        args = [command, *([str(run_dir)] if command != "train" else []), option, value, "--out", str(out / "o")]
+        if option in ("--epsilon", "--beta", "--gamma", "--target", "--sgld-steps", "--burn-in", "--draws"):
+            measure = {"--epsilon": "sharpness", "--target": "pac-bayes", "--draws": "pac-bayes"}.get(
+                option, "local-entropy")
+            args += ["--measure", measure]
+        if option in ("--trace-rel", "--max-probes"):
+            args += ["--method", "trace"]
+        if option in ("--probes", "--iters"):
+            args += ["--method", "slq"]
+        if option == "--noise":
+            args += ["--optimizer", "entropy-sgd"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output and not (out / "o").exists(), args
+
+    check()
