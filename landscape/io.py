@@ -33,8 +33,9 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import numpy as np
 
@@ -238,9 +239,11 @@ def read_verified_npz(npz_path: str | os.PathLike, summary: dict, json_path: str
         raise LandscapeError(f"Cannot read {npz_path}: {err.strerror or type(err).__name__}.") from None
     want = summary.get(ARRAYS_HASH_KEY)
     if want is not None and hashlib.sha256(data).hexdigest() != want:
-        raise MismatchedPairError(f"{npz_path} does not belong to {json_path} (its SHA-256 differs from the one the JSON "
-                             "records: the run that wrote them was stopped between the two files); re-run the "
-                             "stage that wrote them.")
+        raise MismatchedPairError(
+            f"{npz_path} does not belong to {json_path} (its SHA-256 differs from the one the JSON "
+            "records: the run that wrote them was stopped between the two files); re-run the "
+            "stage that wrote them."
+        )
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as loaded:
             return {k: loaded[k] for k in loaded.files}

@@ -29,7 +29,7 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = 
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    dataset: "Dataset",
+    dataset: Dataset,
     *,
     device: torch.device | str = "cpu",
     batch_size: int = 1000,

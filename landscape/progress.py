@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 
 def _clock(seconds: float) -> str:
@@ -38,7 +39,7 @@ class LineProgress:
         self._tasks: dict[int, dict] = {}
         self._next_id = 0
 
-    def __enter__(self) -> "LineProgress":
+    def __enter__(self) -> LineProgress:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -103,7 +104,14 @@ def make_progress(enabled: bool, unit: str, *, status: bool = False, interval: f
     if enabled and not sys.stderr.isatty():
         return LineProgress(unit, interval=interval)
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
@@ -143,7 +151,7 @@ class Ticks:
         self.bar, self.log = bar, log
         self._display = None
 
-    def __enter__(self) -> "Ticks":
+    def __enter__(self) -> Ticks:
         if self.bar:
             self._display = make_progress(True, "").__enter__()
         return self

@@ -23,9 +23,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from landscape.errors import LandscapeError
 from landscape.io import write_json
@@ -235,11 +235,17 @@ def _spectrum_step(plan: Plan, target: str, run_dir: Path, method: str, device: 
     if plan.has(run_dir, f"spectrum {method}"):
         return
     flags = " ".join(f"{_flag(k, 'spectrum')} {v}" for k, v in options.items())
-    plan.steps.append(Step(target, f"spectrum {method}",
-                           f"landscape spectrum {run_dir / 'checkpoint.pt'} --method {method} {flags}".strip(),
-                           lambda: compute_spectrum(config, progress=plan.progress),
-                           lambda: _fresh(out / "spectrum.json", run_dir), run_dir,
-                           disk_bytes=(lambda: _parameter_count(plan, run_dir) ** 2 * 8) if method == "exact" else None))
+    plan.steps.append(
+        Step(
+            target,
+            f"spectrum {method}",
+            f"landscape spectrum {run_dir / 'checkpoint.pt'} --method {method} {flags}".strip(),
+            lambda: compute_spectrum(config, progress=plan.progress),
+            lambda: _fresh(out / "spectrum.json", run_dir),
+            run_dir,
+            disk_bytes=(lambda: _parameter_count(plan, run_dir) ** 2 * 8) if method == "exact" else None,
+        )
+    )
 
 
 def _flatness_step(plan: Plan, target: str, run_dir: Path, measure: str, device: str, data_dir, **options) -> None:
@@ -337,8 +343,20 @@ def _fig3_full(result: Plan, config: ReproduceConfig, settings: dict, root: Path
         samples = kwargs.pop("spectrum_samples", settings["samples"])
         for seed in settings["seeds"]:
             run_dir = root / f"char-lstm-{optimizer}-s{seed}"
-            _train_step(result, "fig3", run_dir, {"model": "char-lstm", "dataset": f"text:{Path(config.text).resolve()}",
-                                                  "optimizer": optimizer, "seed": seed, **kwargs}, device, data_dir)
+            _train_step(
+                result,
+                "fig3",
+                run_dir,
+                {
+                    "model": "char-lstm",
+                    "dataset": f"text:{Path(config.text).resolve()}",
+                    "optimizer": optimizer,
+                    "seed": seed,
+                    **kwargs,
+                },
+                device,
+                data_dir,
+            )
             _spectrum_step(result, "fig3", run_dir, "exact", device, data_dir, samples=samples)
     missing = _dataset_available("cifar10", data_dir)
     if missing:

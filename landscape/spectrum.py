@@ -263,8 +263,15 @@ def _run_method(op, config: SpectrumConfig, out_dir: Path, summary: dict, arrays
         check_exact_spectrum(op.shape[0], out_dir / MATRIX_FILE, storage_dtype=config.storage_dtype,
                              solve_dtype=config.dtype, solve=not config.build_only, eigensolver=config.eigensolver,
                              device=op.device, workspace=parse_workspace(config.dense_workspace))
-        H = dense_hessian(op, out_dir, block_size=config.block_size, storage_dtype=config.storage_dtype, progress=progress,
-                          method=config.dense_method, workspace=parse_workspace(config.dense_workspace))
+        H = dense_hessian(
+            op,
+            out_dir,
+            block_size=config.block_size,
+            storage_dtype=config.storage_dtype,
+            progress=progress,
+            method=config.dense_method,
+            workspace=parse_workspace(config.dense_workspace),
+        )
         state = json.loads((out_dir / STATE_FILE).read_text())
         summary["build_hvp_count"] = int(state.get("hvp_count") or 0)
         if config.build_only:

@@ -28,15 +28,17 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from landscape.checkpoint import check_finite_weights, package_versions, read_checkpoint, save_checkpoint
-from landscape.data import Dataset, load_splits as load_data_splits
+from landscape.data import Dataset
+from landscape.data import load_splits as load_data_splits
 from landscape.device import resolve_device
 from landscape.errors import LandscapeError, NonFiniteLossError
 from landscape.io import json_safe, write_json, write_text
@@ -146,7 +148,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -220,7 +222,12 @@ class BatchStream:
         return batch
 
     def state_dict(self) -> dict:
-        return {"perm": self._perm.clone(), "pos": self._pos, "passes": self.passes, "generator": self.generator.get_state()}
+        return {
+            "perm": self._perm.clone(),
+            "pos": self._pos,
+            "passes": self.passes,
+            "generator": self.generator.get_state(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self._perm = state["perm"].clone()
@@ -276,7 +283,11 @@ class TrainResult:
 
 def load_splits(config: TrainConfig) -> dict[str, Dataset]:
     """The train / val / test splits for a config (the val split is carved from train)."""
-    kwargs: dict[str, Any] = {"normalize": config.normalize, "preprocess": config.preprocess, "val_fraction": config.val_fraction}
+    kwargs: dict[str, Any] = {
+        "normalize": config.normalize,
+        "preprocess": config.preprocess,
+        "val_fraction": config.val_fraction,
+    }
     if config.seq_len is not None:
         kwargs["seq_len"] = config.seq_len
     if config.vocab is not None:
@@ -319,7 +330,9 @@ def _check_compatible(config: TrainConfig, model: nn.Module, train_set: Dataset)
         )
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if has_bn and min(config.batch_size, len(train_set)) < 2:
-        raise LandscapeError(f"Model '{config.model}' has BatchNorm, which cannot train on batches of one: use --batch-size 2 or more.")
+        raise LandscapeError(
+            f"Model '{config.model}' has BatchNorm, which cannot train on batches of one: use --batch-size 2 or more."
+        )
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -349,7 +362,9 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise LandscapeError(f"Cannot write the run directory '{run_dir}' ({err.strerror}): choose a writable --out.") from None
+        raise LandscapeError(
+            f"Cannot write the run directory '{run_dir}' ({err.strerror}): choose a writable --out."
+        ) from None
 
 
 def _all_finite(model: nn.Module) -> bool:
@@ -472,7 +487,9 @@ def train(
         sam_base=config.sam_base,
         generator=noise_generator,
     )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_milestones), gamma=config.lr_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(config.lr_milestones), gamma=config.lr_decay
+    )
     stream = BatchStream(n_train, config.batch_size, data_generator)
     steps_per_epoch = math.ceil(n_train / stream.batch_size)
     fresh = closure_fresh_batch(optimizer)
@@ -587,7 +604,10 @@ def train(
     try:
         with progress_bar:
             task = progress_bar.add_task(
-                f"{config.optimizer} {config.model}", total=total_steps, completed=counters["epoch"] * steps_per_epoch, status=""
+                f"{config.optimizer} {config.model}",
+                total=total_steps,
+                completed=counters["epoch"] * steps_per_epoch,
+                status="",
             )
             while counters["epoch"] < config.epochs:
                 epoch_start = time.perf_counter()
@@ -602,8 +622,10 @@ def train(
                     loss_value = float(loss)
                     if not math.isfinite(loss_value):
                         raise NonFiniteLossError(
-                            f"The training loss became {loss_value} at epoch {counters['epoch'] + 1}, step {counters['step']}; "
-                            f"the last good checkpoint (epoch {counters['epoch']}) is kept in {ckpt_path}: lower --lr and train again."
+                            f"The training loss became {loss_value} at epoch {counters['epoch'] + 1}, step "
+                            f"{counters['step']}; "
+                            f"the last good checkpoint (epoch {counters['epoch']}) is kept in {ckpt_path}: lower "
+                            "--lr and train again."
                         )
                     progress_bar.update(task, advance=1, status=f"loss {loss_value:.4f}")
                 scheduler.step()
@@ -613,8 +635,10 @@ def train(
                 if not _all_finite(model) or not all(math.isfinite(row[k]) for k in ("train_loss", "val_loss")):
                     # the last update of the epoch diverged: never save it as "good"
                     raise NonFiniteLossError(
-                        f"The model diverged in epoch {counters['epoch']} (non-finite weights or loss at its end); the last "
-                        f"good checkpoint (epoch {counters['epoch'] - 1}) is kept in {ckpt_path}: lower --lr and train again."
+                        f"The model diverged in epoch {counters['epoch']} (non-finite weights or loss at its end); "
+                        "the last "
+                        f"good checkpoint (epoch {counters['epoch'] - 1}) is kept in {ckpt_path}: lower --lr and "
+                        "train again."
                     )
                 rows.append(row)
                 checkpoint(row)  # on disk before the metrics row that announces it
@@ -625,7 +649,8 @@ def train(
                 progress_bar.update(task, status=f"epoch {counters['epoch']}: {summary}")
                 log(
                     f"epoch {counters['epoch']:>3}  eff. epochs {row['effective_epochs']:8.2f}  "
-                    f"train_loss {row['train_loss']:.4f}  val_error {row['val_error']:.4f}  test_error {row['test_error']:.4f}"
+                    f"train_loss {row['train_loss']:.4f}  val_error {row['val_error']:.4f}  test_error "
+                    f"{row['test_error']:.4f}"
                 )
     finally:
         model.eval()

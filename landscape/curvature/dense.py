@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from landscape.platform.heap import bound_heap, trim_heap
 from landscape.curvature.base import LinearOperator, as_operator
 from landscape.errors import LandscapeError
 from landscape.io import write_json
+from landscape.platform.heap import bound_heap, trim_heap
 from landscape.progress import make_progress
 
 MATRIX_FILE = "hessian.bin"
@@ -189,7 +189,9 @@ def dense_hessian(
             H = np.zeros((n, n), dtype=storage)
         else:
             if out.shape != (n, n) or out.dtype != storage or not out.flags.c_contiguous:
-                raise LandscapeError(f"out must be a C-ordered ({n}, {n}) array of {storage}, got {out.shape} {out.dtype}.")
+                raise LandscapeError(
+                    f"out must be a C-ordered ({n}, {n}) array of {storage}, got {out.shape} {out.dtype}."
+                )
             H = out
             H.fill(0)
         state = {"blocks_done": 0, "hvp_count": 0, "build_s": 0.0, "ggn_chunks_done": 0, "ggn_in_progress": False,
@@ -207,8 +209,13 @@ def dense_hessian(
         state.setdefault("ggn_in_progress", False)
         state.setdefault("finalized", False)
         path = out_dir / MATRIX_FILE
-        started = path.exists() and (state["blocks_done"] > 0 or state["ggn_chunks_done"] > 0 or state["ggn_in_progress"]
-                                     or state.get("split_units_done", 0) > 0 or state.get("split_rows", "todo") != "todo")
+        started = path.exists() and (
+            state["blocks_done"] > 0
+            or state["ggn_chunks_done"] > 0
+            or state["ggn_in_progress"]
+            or state.get("split_units_done", 0) > 0
+            or state.get("split_rows", "todo") != "todo"
+        )
         H = np.memmap(path, dtype=storage, mode="r+" if started else "w+", shape=(n, n), order="C")
         state_path = out_dir / STATE_FILE
         if not started:
@@ -381,8 +388,10 @@ def _split_phases(H, op, split, state: dict, commit, budget: list, bar, task, bl
         cols = list(split.trunk)
     offsets = top.offsets
     sizes = dict(zip(top.names, top.sizes))
-    idx_all = np.concatenate([np.zeros(0, dtype=np.int64)]
-                             + [np.arange(offsets[f"model.{n}"], offsets[f"model.{n}"] + sizes[f"model.{n}"]) for n in cols])
+    idx_all = np.concatenate(
+        [np.zeros(0, dtype=np.int64)]
+        + [np.arange(offsets[f"model.{n}"], offsets[f"model.{n}"] + sizes[f"model.{n}"]) for n in cols]
+    )
     nblocks = math.ceil(len(idx_all) / block_size)
     t_rows = split.trunk_rows
     base = t_rows.start

@@ -48,10 +48,10 @@ import torch
 from torch import nn
 from torch.func import jacrev, vmap
 
-from landscape.platform.heap import trim_heap
-from landscape.platform.blas import syrk_block_
 from landscape.curvature.operators import HessianOperator
 from landscape.losses import cross_entropy
+from landscape.platform.blas import syrk_block_
+from landscape.platform.heap import trim_heap
 
 
 def parameter_groups(op: HessianOperator) -> list[tuple[str, list[str], slice]]:

@@ -51,10 +51,10 @@ import torch
 from torch import nn
 from torch.func import grad, jacfwd, jacrev, vmap
 
-from landscape.platform.heap import Trimmer
 from landscape.curvature.dense_ggn import sqrt_lambda_t
 from landscape.curvature.operators import HessianOperator
 from landscape.losses import cross_entropy
+from landscape.platform.heap import Trimmer
 
 
 @dataclass
@@ -414,8 +414,8 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
         # pass 2: per block of L's inputs, K_i[block] = d f_i[block] / dt, for R[t, L]
         for kb in k_blocks:
             acc = torch.zeros(kb.stop - kb.start, nt, out, dtype=torch.float64, device=dev)
-            for (x, y), g in zip(chunks, gs):
-                kt = vmap(jacrev(lambda p, xi: fn.trunk_rows(p, xi, kb), chunk_size=jac_chunk),
+            for (x, _), g in zip(chunks, gs):
+                kt = vmap(jacrev(lambda p, xi: fn.trunk_rows(p, xi, kb), chunk_size=jac_chunk),  # noqa: B023 (called here)
                           in_dims=(None, 0))(tp, x)
                 B = x.shape[0]
                 K = torch.cat([kt[n].reshape(B, kb.stop - kb.start, -1) for n in split.trunk], dim=2)  # (B, kb, nt)
@@ -527,7 +527,7 @@ def psi_weights(op: HessianOperator, split: Split, sample_chunk: int = 256,
 
                 def head_of_u(uu):
                     hooks.replacement = uu
-                    zz = op.logits(fixed, dummy)
+                    zz = op.logits(fixed, dummy)  # noqa: B023 (called within this iteration)
                     hooks.replacement = None
                     return zz
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -41,11 +41,11 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.overrides import TorchFunctionMode
 
-from landscape.platform.heap import Trimmer
 from landscape.curvature.base import LinearOperator
 from landscape.device import analysis_context
 from landscape.errors import LandscapeError
 from landscape.losses import cross_entropy
+from landscape.platform.heap import Trimmer
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -64,7 +64,9 @@ def check_parameter_names(model: nn.Module, params: Sequence[str] | None) -> Non
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     for spec in params or ():
         if not any(_named_by(n, spec) for n in names):
-            raise LandscapeError(f"--param '{spec}' matches no parameter; the model's parameters are {', '.join(names)}.")
+            raise LandscapeError(
+                f"--param '{spec}' matches no parameter; the model's parameters are {', '.join(names)}."
+            )
 
 
 def select_parameters(model: nn.Module, params: Sequence[str] | None) -> list[str]:
@@ -179,7 +181,9 @@ class ModelOperator(LinearOperator):
         return time.perf_counter()
 
     # -- products --------------------------------------------------------------------
-    def _batch_matmat(self, index: int, x: torch.Tensor, y: torch.Tensor, V: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+    def _batch_matmat(
+        self, index: int, x: torch.Tensor, y: torch.Tensor, V: torch.Tensor
+    ) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:

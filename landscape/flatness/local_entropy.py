@@ -38,11 +38,11 @@ import torch
 from torch import Tensor
 
 from landscape.errors import LandscapeError
-from landscape.io import to_plain
 from landscape.flatness.energy import Energy, check_point
 from landscape.flatness.laplace import laplace_model
 from landscape.flatness.quadrature import quadrature_local_entropy, quadrature_mean
 from landscape.flatness.sgld import _positive_gammas, sgld_gradient, sgld_scope
+from landscape.io import to_plain
 
 __all__ = [
     "LocalEntropyGradient",

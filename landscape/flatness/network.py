@@ -55,7 +55,9 @@ def as_batches(data, batch_size: int = 1024) -> list[Batch]:
         inputs, targets = data
         if inputs.shape[0] != targets.shape[0]:
             raise LandscapeError(f"inputs and targets differ in length ({inputs.shape[0]} vs {targets.shape[0]}).")
-        return [(inputs[i : i + batch_size], targets[i : i + batch_size]) for i in range(0, inputs.shape[0], batch_size)]
+        return [
+            (inputs[i : i + batch_size], targets[i : i + batch_size]) for i in range(0, inputs.shape[0], batch_size)
+        ]
     try:
         batches = [(x, y) for x, y in data]
     except (TypeError, ValueError):

@@ -40,9 +40,9 @@ import numpy as np
 import torch
 
 from landscape.checkpoint import checkpoint_dataset, load_checkpoint, package_versions
-from landscape.data.splits import select_samples
 from landscape.curvature.base import ScaledOperator
 from landscape.curvature.operators import HessianOperator, make_batches
+from landscape.data.splits import select_samples
 from landscape.device import resolve_device
 from landscape.errors import LandscapeError
 from landscape.flatness.network import check_parameter_names

@@ -62,15 +62,21 @@ def generator_kind(generator: Generator) -> str:
 
 
 def make_generator(device: torch.device | str, seed: int, noise_rng: str = "auto") -> Generator:
-    """A noise generator for tensors on ``device``, seeded with ``seed`` (see the module docstring for ``noise_rng``)."""
+    """A noise generator for tensors on ``device``, seeded with ``seed`` (see the module docstring for
+    ``noise_rng``)."""
     device = torch.device(device)
     if noise_rng not in NOISE_RNG_CHOICES and noise_rng != KIND_PHILOX and noise_rng != KIND_TORCH:
         raise ValueError(f"Unknown noise generator {noise_rng!r}; choose one of: {', '.join(NOISE_RNG_CHOICES)}.")
     if noise_rng in ("mkl", KIND_PHILOX):
         if device.type != "cpu":
-            raise ValueError(f"The MKL noise generator draws on the CPU; the parameters are on {device}: use --noise-rng torch.")
+            raise ValueError(
+                f"The MKL noise generator draws on the CPU; the parameters are on {device}: use --noise-rng torch."
+            )
         if not mkl_available():
-            raise ValueError("The MKL noise generator needs MKL: pip install mkl (the project's 'fast' extra), or use --noise-rng torch.")
+            raise ValueError(
+                "The MKL noise generator needs MKL: pip install mkl (the project's 'fast' extra), or use --noise-rng "
+                "torch."
+            )
         return PhiloxGenerator(seed)
     if noise_rng == "auto" and device.type == "cpu" and mkl_available():
         return PhiloxGenerator(seed)

@@ -56,7 +56,7 @@ def load() -> ctypes.CDLL | None:
             lib.MKL_Set_Threading_Layer(ctypes.c_int(_MKL_THREADING_GNU))
         except AttributeError:
             pass
-        for name, ctype in (("LAPACKE_dsyevd", ctypes.c_double), ("LAPACKE_ssyevd", ctypes.c_float)):
+        for name in ("LAPACKE_dsyevd", "LAPACKE_ssyevd"):
             fn = getattr(lib, name)
             fn.restype = ctypes.c_int
             fn.argtypes = [ctypes.c_int, ctypes.c_char, ctypes.c_char, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
@@ -138,7 +138,9 @@ class PhiloxGenerator:
     def __init__(self, seed: int = 0) -> None:
         lib = vsl()
         if lib is None:
-            raise RuntimeError("MKL is not installed: pip install mkl (the project's 'fast' extra), or use the torch generator.")
+            raise RuntimeError(
+                "MKL is not installed: pip install mkl (the project's 'fast' extra), or use the torch generator."
+            )
         self._lib = lib
         self._stream = ctypes.c_void_p()
         self.device = torch.device("cpu")
@@ -173,7 +175,9 @@ class PhiloxGenerator:
         fresh = ctypes.c_void_p()
         status = self._lib.vslLoadStreamM(ctypes.byref(fresh), raw)
         if status != 0 or not fresh.value:
-            raise ValueError("This generator state is not a saved MKL Philox stream (was it written by a torch generator?).")
+            raise ValueError(
+                "This generator state is not a saved MKL Philox stream (was it written by a torch generator?)."
+            )
         self._replace(fresh)
 
     def normal_(self, out: Tensor) -> Tensor:

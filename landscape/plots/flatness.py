@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
-
-from landscape.flatness.correlation import kendall_tau_ci
 from matplotlib.ticker import MaxNLocator
 
+from landscape.flatness.correlation import kendall_tau_ci
 from landscape.plots.style import color_for, line_styles, marker_for, styled
 
 __all__ = ["draw_local_energy", "draw_local_energy_groups", "draw_correlation", "draw_fig2_1d", "draw_fig2_2d"]
@@ -149,7 +148,9 @@ def draw_fig2_2d(axes: Sequence[Axes], data: Mapping[str, np.ndarray]) -> Sequen
     difference in standard errors.
     """
     xs, ys = data["d2_x"], data["d2_y"]
-    maps = [("f(x)", data["d2_f"])] + [(f"-F, γ={g:g}", m) for g, m in zip(data["d2_gammas"], data["d2_neg_local_entropy"])]
+    maps = [("f(x)", data["d2_f"])] + [
+        (f"-F, γ={g:g}", m) for g, m in zip(data["d2_gammas"], data["d2_neg_local_entropy"])
+    ]
     for ax, (title, values) in zip(axes, maps):
         ax.contourf(xs, ys, np.asarray(values).T, levels=20, cmap="viridis")
         k = np.unravel_index(int(np.argmin(values)), np.shape(values))

@@ -10,7 +10,7 @@ draws exactly that for any number of runs and annotates the statistics the paper
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.axes import Axes

@@ -17,9 +17,9 @@ from __future__ import annotations
 import functools
 import io
 import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import matplotlib
 import matplotlib.colors

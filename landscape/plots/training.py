@@ -12,7 +12,7 @@ lowest and highest seed (with two or three seeds a standard deviation says littl
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes

@@ -25,8 +25,8 @@ import fnmatch
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from landscape.errors import LandscapeError
 from landscape.io import remove_stale_temporaries, temporary_prefix

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
-
-import numpy as np
 
 from landscape.errors import LandscapeError
 from landscape.io import MismatchedPairError, read_verified_npz
@@ -143,7 +141,9 @@ SPECTRUM_ARRAYS = {"exact": ("eigenvalues",), "lanczos": ("ritz_values", "residu
 def read_run(path: Path, notes: list[str] | None = None) -> RunArtifacts:
     """One run directory; results that cannot be used are left out and explained in ``notes``."""
     notes = notes if notes is not None else []
-    run = RunArtifacts(path=path, config=_read_json(path / "config.json"), metrics=_read_metrics(path / "metrics.jsonl"))
+    run = RunArtifacts(
+        path=path, config=_read_json(path / "config.json"), metrics=_read_metrics(path / "metrics.jsonl")
+    )
     for sub in sorted(path.glob("spectrum-*")):
         if (sub / "spectrum.json").exists() and (sub / "spectrum.npz").exists():
             info = _read_json(sub / "spectrum.json")

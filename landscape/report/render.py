@@ -10,13 +10,13 @@ autoescaping on (run names and settings come from users' files).
 from __future__ import annotations
 
 import base64
-import json
 import datetime as _dt
+import json
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -24,9 +24,20 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from landscape.errors import LandscapeError
 from landscape.flatness.correlation import granulated_kendall, kendall_tau_ci
 from landscape.io import write_text
-from landscape.plots import (draw_correlation, draw_density, draw_diagonal, draw_eigenspectrum, draw_fig2_1d,
-                             draw_fig2_2d, draw_local_energy, draw_local_energy_groups, draw_ritz_values,
-                             draw_training_curves, new_figure, svg_bytes)
+from landscape.plots import (
+    draw_correlation,
+    draw_density,
+    draw_diagonal,
+    draw_eigenspectrum,
+    draw_fig2_1d,
+    draw_fig2_2d,
+    draw_local_energy,
+    draw_local_energy_groups,
+    draw_ritz_values,
+    draw_training_curves,
+    new_figure,
+    svg_bytes,
+)
 from landscape.report.archive import archive_runs
 from landscape.report.collect import RunArtifacts, collect, finite_float, flatness_scalars, run_label
 from landscape.report.fmt import duration, num, pct, short_name, signed
@@ -49,8 +60,13 @@ def _figure(fig, caption: str, alt: str) -> dict:
 
 
 def _environment() -> Environment:
-    env = Environment(loader=PackageLoader("landscape.report", "templates"), autoescape=select_autoescape(["j2", "html"]),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=PackageLoader("landscape.report", "templates"),
+        autoescape=select_autoescape(["j2", "html"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["num"] = num
     env.filters["pct"] = pct
     env.filters["signed"] = signed
@@ -74,7 +90,7 @@ def _groups(runs: list[RunArtifacts]) -> dict[str, list[RunArtifacts]]:
     several_models = len({(r.config.get("model"), r.config.get("dataset")) for r in runs}) > 1
     base = {key: run_label(members[0], with_model=several_models, with_seed=False) for key, members in by_key.items()}
     labels: dict[tuple, str] = {}
-    for key, members in by_key.items():
+    for key in by_key:
         twins = [k for k in by_key if base[k] == base[key] and k != key]
         label = base[key]
         if twins:
