@@ -466,7 +466,7 @@ def _flatness_section(runs: list[RunArtifacts]) -> dict | None:
     names: list[str] = []
     invariant: dict[str, bool] = {}
     per_run = []
-    for run in runs:
+    for run in (r for r in runs if r.flatness):  # runs with no flatness result would be rows of dashes
         scalars = flatness_scalars(run)
         per_run.append({"run": run.name, "label": run_label(run), "scalars": scalars})
         names += [n for n in scalars if n not in names]
