@@ -875,6 +875,12 @@ def _root(
     """landscape: train with flatness-seeking optimizers, measure the minima they reach."""
 
 
+from landscape.cli.slice import slice_command  # noqa: E402  (it imports this module's shared options)
+
+app.command("slice", short_help="Loss and error on a 1-D / 2-D grid of weights (random, Hessian, or path to a run).")(
+    slice_command)
+
+
 def main() -> None:
     """The console entry point: sizes torch's threads to the idle cores, then runs the command."""
     from landscape.platform import configure_threads
