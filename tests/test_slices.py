@@ -217,3 +217,38 @@ def test_cli_writes_a_2d_random_slice_and_refuses_bad_input(two_runs):
         result = runner.invoke(app, ["slice", str(a), "--quiet", *bad])
         assert result.exit_code == 2, (bad, result.output)
         assert "Traceback" not in result.output and len([line for line in result.output.splitlines() if line.strip()]) <= 3
+
+
+def test_slice_figures_draw_the_given_values_with_labelled_axes():
+    from matplotlib.colors import LogNorm
+
+    from landscape.plots import draw_slice_1d, draw_slice_contour, draw_slice_heatmap, draw_slice_surface, new_figure
+
+    x, y = np.linspace(-1, 1, 9), np.linspace(-1, 1, 7)
+    values = 0.5 + np.add.outer(x ** 2, 3 * y ** 2)  # a paraboloid, minimum 0.5 at the centre
+    fig, ax = new_figure()
+    draw_slice_contour(ax, x, y, values, levels=[0.7, 1.5, 3.0])
+    assert {float(t.get_text()) for t in ax.texts} == {0.7, 1.5, 3.0}  # every level labelled with its value
+    assert ax.get_xlabel() and ax.get_ylabel()
+    fig, ax = new_figure()
+    draw_slice_heatmap(ax, x, y, values)
+    mesh = ax.collections[0]
+    assert isinstance(mesh.norm, LogNorm) and mesh.norm.vmin == 0.5 and mesh.norm.vmax == 4.5
+    np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(7, 9), values.T)
+    assert all(a.get_xlabel() or a.get_ylabel() for a in fig.axes)  # the colour bar is labelled too
+    with pytest.raises(ValueError):
+        draw_slice_heatmap(ax, x, y, values - 1)  # not positive: no log scale
+    fig, ax = new_figure(subplot_kw={"projection": "3d"})
+    draw_slice_surface(ax, x, y, values)
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_zlabel() == "train loss"
+    fig, ax = new_figure()
+    t = np.linspace(-0.25, 1.25, 7)
+    curves = {"train_loss": t ** 2 + 1, "test_loss": t ** 2 + 2, "train_error": 0.1 + 0 * t, "test_error": 0.2 + 0 * t}
+    draw_slice_1d(ax, t, curves, path=True, barrier={"train_loss": 0.25})
+    twin = [a for a in fig.axes if a is not ax][0]
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), curves["train_loss"])
+    np.testing.assert_allclose(twin.lines[1].get_ydata(), curves["test_error"])
+    assert ax.get_ylabel() == "loss" and twin.get_ylabel() == "error" and ax.get_xlabel()
+    assert "barrier: train loss 0.25" in [text.get_text() for text in ax.texts]
+    with pytest.raises(ValueError):
+        draw_slice_contour(ax, x, y, values.T)

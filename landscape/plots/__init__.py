@@ -8,6 +8,7 @@ from landscape.plots.flatness import (draw_correlation, draw_fig2_1d, draw_fig2_
                                       draw_local_energy_groups)
 from landscape.plots.spectrum import (default_center_width, draw_density, draw_diagonal, draw_eigenspectrum,
                                       draw_ritz_values)
+from landscape.plots.slices import draw_slice_1d, draw_slice_contour, draw_slice_heatmap, draw_slice_surface
 from landscape.plots.style import color_for, new_figure, png_bytes, save_figure, style, svg_bytes
 from landscape.plots.training import draw_training_curves, seed_band
 
