@@ -139,6 +139,33 @@ def test_vmapped_grid_equals_the_per_point_loop_with_batchnorm_statistics():
     assert centre == pytest.approx(reference, rel=1e-12)
 
 
+def test_data_layer_responses_are_reused_exactly_also_through_a_view_of_the_data(monkeypatch):
+    import landscape.slices.datalayer as datalayer
+
+    replayed = []
+    real = datalayer.DataLayers.__torch_function__
+
+    def counting(self, func, types, args=(), kwargs=None):
+        if func in datalayer._LINEAR_IN_WEIGHT and not self.recording and self.names.get(id(args[1])) in self.responses:
+            replayed.append(self.names[id(args[1])])
+        return real(self, func, types, args, kwargs)
+
+    monkeypatch.setattr(datalayer.DataLayers, "__torch_function__", counting)
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 3)).double()
+    x, y = torch.randn(10, 3, 4, dtype=torch.float64), torch.randint(0, 3, (10,))
+    weights = weights_of(model)
+    dirs = [random_direction(weights, s, keep_bias_bn=True) for s in (1, 2)]
+    coords = square_grid(2, 1.0, 3).coords
+    fast = evaluate_points(model, weights, dirs, coords, x, y, chunk_size=4, points_per_pass=5, dtype=torch.float64)
+    assert replayed and set(replayed) == {"1.weight"}  # the first Linear sees a view of the data: reused
+    plain = evaluate_points(model, weights, dirs, coords, x, y, chunk_size=4, points_per_pass=5, dtype=torch.float64,
+                            data_layers=False)
+    loop = evaluate_points_loop(model, weights, dirs, coords, x, y, dtype=torch.float64)
+    np.testing.assert_allclose(fast.loss, loop.loss, rtol=1e-12)
+    np.testing.assert_allclose(plain.loss, loop.loss, rtol=1e-12)
+
+
 def test_hessian_direction_is_the_top_eigenvector_scaled_to_the_weights():
     torch.manual_seed(4)
     model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()

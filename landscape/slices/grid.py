@@ -19,6 +19,7 @@ and is not implemented yet. Dropout is off (eval mode).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -29,6 +30,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from landscape.losses import cross_entropy
+from landscape.slices.datalayer import DataLayers
 from landscape.slices.directions import Direction
 
 __all__ = ["Grid", "PointValues", "evaluate_points", "evaluate_points_loop", "interpolation_grid", "square_grid"]
@@ -101,38 +103,51 @@ def evaluate_points(model: nn.Module, weights: dict[str, torch.Tensor], directio
                     coords: np.ndarray, inputs: torch.Tensor, targets: torch.Tensor, *, chunk_size: int = 256,
                     points_per_pass: int = 16, dtype: torch.dtype = torch.float32, device="cpu",
                     loss_fn: Callable = cross_entropy, error_fn: Callable = wrong_predictions,
-                    on_points: Callable[[int], None] | None = None) -> PointValues:
+                    data_layers: bool = True, on_points: Callable[[float], None] | None = None) -> PointValues:
     """Mean loss and error over all samples at the points ``weights + coords @ directions``.
 
     ``coords`` is ``(points, len(directions))``; ``chunk_size`` samples and
     ``points_per_pass`` points go through the network at once; ``on_points(n)`` is told
-    after each chunk of n points. Parameters not in ``weights`` and the buffers
-    (BatchNorm running statistics) stay at the model's values. ``loss_fn(outputs, targets,
+    the points done (fractions: a chunk of samples is part of a point) after each pass.
+    ``data_layers``: the layers applied to the data take their responses from
+    :class:`landscape.slices.datalayer.DataLayers` (once per sample chunk, not per point).
+    Parameters not in ``weights`` and the buffers (BatchNorm running statistics) stay at
+    the model's values. ``loss_fn(outputs, targets,
     reduction="sum")`` and ``error_fn(outputs, targets)`` are sums over a chunk; both
     means divide by ``targets.numel()`` (positions, for sequence models).
     """
     module, weights, directions, x, y = _prepare(model, weights, directions, inputs, targets, dtype, device)
     fixed = {n: t for n, t in list(module.named_parameters()) + list(module.named_buffers()) if n not in weights}
     stacked = {n: _stacked(directions, n) for n in weights}
+    layers: DataLayers | None = None
 
-    def stats(params, xb, yb):
+    def stats(params, c, xb, yb):
+        if layers is not None:
+            layers.bind(params, c)
         logits = functional_call(module, {**fixed, **params}, (xb,))
         return loss_fn(logits, yb, reduction="sum"), error_fn(logits, yb)
 
-    batched = vmap(stats, in_dims=(0, None, None))
+    batched = vmap(stats, in_dims=(0, 0, None, None))
     c = torch.as_tensor(np.asarray(coords), dtype=dtype, device=device).reshape(len(coords), len(directions))
-    count = y.numel()
     loss = np.zeros(len(c))
     wrong = np.zeros(len(c), dtype=np.int64)
-    for start in range(0, len(c), points_per_pass):
-        stop = min(start + points_per_pass, len(c))
-        params = _point_parameters(weights, stacked, c[start:stop])
-        for first in range(0, len(x), chunk_size):
-            l_sum, w_sum = batched(params, x[first:first + chunk_size], y[first:first + chunk_size])
+    for first in range(0, len(x), chunk_size):
+        xb, yb = x[first:first + chunk_size].clone(), y[first:first + chunk_size]  # a base of its own: views are seen
+        if data_layers:
+            layers = DataLayers(xb, [d.tensors for d in directions])
+            layers.record(weights)
+            with layers:
+                functional_call(module, {**fixed, **weights}, (xb,))
+        for start in range(0, len(c), points_per_pass):
+            stop = min(start + points_per_pass, len(c))
+            params = _point_parameters(weights, stacked, c[start:stop])
+            with layers if layers is not None else contextlib.nullcontext():
+                l_sum, w_sum = batched(params, c[start:stop], xb, yb)
             loss[start:stop] += l_sum.double().cpu().numpy()
             wrong[start:stop] += w_sum.cpu().numpy()
-        if on_points is not None:
-            on_points(stop - start)
+            if on_points is not None:
+                on_points((stop - start) * len(yb) / len(y))
+    count = y.numel()
     return PointValues(loss / count, wrong / count)
 
 
