@@ -279,3 +279,33 @@ def test_slice_figures_draw_the_given_values_with_labelled_axes():
     assert "barrier: train loss 0.25" in [text.get_text() for text in ax.texts]
     with pytest.raises(ValueError):
         draw_slice_contour(ax, x, y, values.T)
+
+
+class _TinyLSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(6, 4)
+        self.lstm = nn.LSTM(4, 5, batch_first=True)
+        self.out = nn.Linear(5, 6)
+
+    def forward(self, x):
+        return self.out(self.lstm(self.embed(x))[0])
+
+
+def test_a_layer_without_a_vmap_rule_falls_back_to_the_loop():
+    from landscape.slices.stage import _evaluate_split
+
+    torch.manual_seed(6)
+    model = _TinyLSTM().double().eval()
+    x, y = torch.randint(0, 6, (3, 7)), torch.randint(0, 6, (3, 7))
+    weights = weights_of(model)
+    dirs = [random_direction(weights, 1)]
+    coords = square_grid(1, 1.0, 3).coords
+    done = []
+    values, method = _evaluate_split(model, weights, dirs, coords, x, y,
+                                     dict(chunk_size=2, points_per_pass=2, dtype=torch.float64, device="cpu"),
+                                     done.append)
+    assert method == "loop" and sum(done) == 3
+    with torch.no_grad():
+        centre = float(nn.functional.cross_entropy(model(x).reshape(-1, 6), y.reshape(-1)))
+    assert values.loss[1] == pytest.approx(centre, rel=1e-12)  # per-token mean, as the training loss

@@ -36,7 +36,8 @@ from landscape.progress import make_progress
 from landscape.results import check_replaceable
 from landscape.slices.directions import (Direction, direction_seeds, hessian_directions, interpolation_direction,
                                          random_direction, stack, weights_of)
-from landscape.slices.grid import Grid, PointValues, evaluate_points, interpolation_grid, square_grid
+from landscape.slices.grid import (Grid, PointValues, evaluate_points, evaluate_points_loop, interpolation_grid,
+                                   square_grid)
 
 __all__ = ["SliceConfig", "barrier_height", "compute_slice"]
 
@@ -160,6 +161,19 @@ class _LateBar:
             self.bar.update(self.task, completed=self.done)
 
 
+def _evaluate_split(model, weights, directions, coords, x, y, common: dict, on_points) -> tuple[PointValues, str]:
+    """Batched over points, or one point at a time for a layer ``vmap`` has no rule for (LSTMs)."""
+    try:
+        return evaluate_points(model, weights, directions, coords, x, y, on_points=on_points, **common), "vmap"
+    except RuntimeError as err:
+        if "Batching rule not implemented" not in str(err):
+            raise
+    common = {k: v for k, v in common.items() if k != "points_per_pass"}
+    values = evaluate_points_loop(model, weights, directions, coords, x, y, **common)
+    on_points(len(coords))
+    return values, "loop"
+
+
 def _evaluate(model, directions, grid: Grid, data, config: SliceConfig, device, progress: bool):
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     weights = weights_of(model)
@@ -171,11 +185,10 @@ def _evaluate(model, directions, grid: Grid, data, config: SliceConfig, device, 
                         len(grid.coords) * len(SPLITS))
         for split in SPLITS:
             x, y = data[split]
-            values[split] = evaluate_points(model, weights, directions, grid.coords, x, y, on_points=late.advance,
-                                            **common)
-            centre[split] = evaluate_points(model, weights, directions, np.zeros((1, len(directions))), x, y,
-                                            **common)
-    return values, centre
+            values[split], method = _evaluate_split(model, weights, directions, grid.coords, x, y, common, late.advance)
+            centre[split], _ = _evaluate_split(model, weights, directions, np.zeros((1, len(directions))), x, y,
+                                               common, lambda n: None)
+    return values, centre, method
 
 
 def compute_slice(config: SliceConfig, *, log: Callable[[str], None] = lambda message: None, progress: bool = True,
@@ -196,12 +209,14 @@ def compute_slice(config: SliceConfig, *, log: Callable[[str], None] = lambda me
     grid = (interpolation_grid(config.resolved_points(), config.resolved_span()) if config.to is not None
             else square_grid(config.dims, config.resolved_span(), config.resolved_points()))
     eval_start = time.perf_counter()
-    values, centre = _evaluate(model, directions, grid, data, config, device, progress)
+    values, centre, method = _evaluate(model, directions, grid, data, config, device, progress)
     eval_s = time.perf_counter() - eval_start
     summary = _summary(config, meta, model, directions, grid, data, values, centre, settings, device)
     if replaced:
         summary["replaced"] = {key: list(pair) for key, pair in replaced.items()}
-    summary.update(eval_s=eval_s, points_per_s=len(grid.coords) * len(SPLITS) / max(eval_s, 1e-12),
+    summary.update(evaluation={"vmap": "batched over points (functional_call + vmap)",
+                               "loop": "one point at a time (a layer has no vmap rule)"}[method],
+                   eval_s=eval_s, points_per_s=len(grid.coords) * len(SPLITS) / max(eval_s, 1e-12),
                    wall_s=time.perf_counter() - start)
     arrays = {f"axis_{i}": a for i, a in enumerate(grid.axes)}
     for split in SPLITS:
