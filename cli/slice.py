@@ -14,11 +14,17 @@ import typer
 
 from landscape.cli.app import (NON_NEGATIVE, Precision, chunk_option, console, force_option, format_seconds,
                                run_guarded, seed_option, stderr_log)
+from landscape.errors import LandscapeError
 
 
 class DirectionKind(str, enum.Enum):
     random = "random"
     hessian = "hessian"
+
+
+class HessianWhich(str, enum.Enum):
+    LA = "LA"
+    both = "both"
 
 
 def slice_command(
@@ -27,6 +33,9 @@ def slice_command(
         DirectionKind.random, "--directions",
         help="random: Gaussian, filter-normalised as Li et al. 2018; hessian: the top Lanczos eigenvectors of the "
              "Hessian on the training samples, scaled to the norm of the weights."),
+    which: HessianWhich = typer.Option(HessianWhich.LA, "--which",
+                                       help="Hessian directions: LA the top eigenvectors, both the top and the bottom "
+                                            "one (2-D)."),
     to: Optional[Path] = typer.Option(None, "--to", metavar="OTHER_RUN",
                                       help="The straight path from RUN (t = 0) to OTHER_RUN (t = 1) instead of "
                                            "directions; 1-D only."),
@@ -64,11 +73,13 @@ def slice_command(
     from landscape.slices import SliceConfig, compute_slice
 
     def go():
+        if directions is not DirectionKind.hessian and which is not HessianWhich.LA:
+            raise LandscapeError("--which is for --directions hessian.")
         config = SliceConfig(
             checkpoint=str(checkpoint), directions=directions.value, to=None if to is None else str(to),
             dims=dims if dims is not None else (1 if to is not None else 2),
             span=span, points=points, samples=samples, batch_size=chunk_size, points_per_pass=points_per_pass,
-            seed=seed, keep_bias_bn=keep_bias_bn, dtype=dtype.value, device=device,
+            seed=seed, keep_bias_bn=keep_bias_bn, hessian_which=which.value, dtype=dtype.value, device=device,
             out=None if out is None else str(out), data_dir=None if data_dir is None else str(data_dir))
         out_dir, summary = compute_slice(config, log=stderr_log(quiet), progress=not quiet, force=force)
         for line in summarise_slice(out_dir, summary):

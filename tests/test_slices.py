@@ -240,7 +240,13 @@ def test_cli_writes_a_2d_random_slice_and_refuses_bad_input(two_runs):
     again = runner.invoke(app, ["slice", str(a), "--dims", "2", "--points", "4", "--samples", "50", "--seed", "4",
                                 "--range", "0.5", "--device", "cpu", "--quiet"])
     assert again.exit_code == 2 and "--force" in again.output
-    for bad in (["--to", str(b), "--dims", "2"], ["--points", "1"], ["--range", "nan"], ["--to", str(a / "nothing")]):
+    hessian = runner.invoke(app, ["slice", str(a), "--directions", "hessian", "--which", "both", "--points", "3",
+                                  "--samples", "40", "--device", "cpu", "--quiet"])
+    assert hessian.exit_code == 0, hessian.output
+    found = json.loads((a / "slice-hessian-both-2d" / "slice.json").read_text())["directions"]
+    assert [d["label"] for d in found] == ["top", "bottom"] and found[0]["eigenvalue"] > found[1]["eigenvalue"]
+    for bad in (["--to", str(b), "--dims", "2"], ["--points", "1"], ["--range", "nan"], ["--to", str(a / "nothing")],
+                ["--which", "both"], ["--directions", "hessian", "--which", "both", "--dims", "1"]):
         result = runner.invoke(app, ["slice", str(a), "--quiet", *bad])
         assert result.exit_code == 2, (bad, result.output)
         assert "Traceback" not in result.output and len([line for line in result.output.splitlines() if line.strip()]) <= 3

@@ -85,6 +85,8 @@ class SliceConfig:
             raise LandscapeError(f"--dtype must be float32 or float64, got {self.dtype}.")
         if self.hessian_which not in ("LA", "both"):
             raise LandscapeError(f"hessian_which must be LA or both, got '{self.hessian_which}'.")
+        if self.hessian_which == "both" and self.dims != 2:
+            raise LandscapeError("--which both (the top and the bottom eigenvector) needs --dims 2.")
 
     @property
     def kind(self) -> str:
@@ -101,7 +103,8 @@ class SliceConfig:
             other = Path(self.to)
             other = other.parent if other.suffix == ".pt" else other
             return "to-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", other.resolve().name)
-        return f"{self.directions}-{self.dims}d"
+        extremes = "-both" if self.directions == "hessian" and self.hessian_which == "both" else ""
+        return f"{self.directions}{extremes}-{self.dims}d"
 
     def output_dir(self) -> Path:
         if self.out is not None:
@@ -137,12 +140,9 @@ def _directions(model, config: SliceConfig, data, device, log: Callable[[str], N
                 for i, s in enumerate(direction_seeds(config.seed, config.dims))]
     log(f"Hessian eigenvectors: Lanczos on {len(data['train'][0])} training samples (float64)")
     x, y = data["train"]
-    found = hessian_directions(model, make_batches(x, y, config.batch_size), k=config.dims,
-                               which=config.hessian_which, tol=config.hessian_tol, seed=config.seed,
-                               device=device)
-    if config.hessian_which == "both" and config.dims == 1:
-        found = found[:1]
-    return found
+    return hessian_directions(model, make_batches(x, y, config.batch_size), k=config.dims,
+                              which=config.hessian_which, tol=config.hessian_tol, seed=config.seed,
+                              device=device)
 
 
 class _LateBar:
