@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from digits_reference import flat_loss, train_tiny_digits_run
 from landscape.cli.app import app
 from landscape.slices.directions import direction_seeds
-from landscape.slices import (SliceConfig, barrier_height, compute_slice, evaluate_points, evaluate_points_loop,
+from landscape.slices import (SliceConfig, find_slices, read_slice, barrier_height, compute_slice, evaluate_points, evaluate_points_loop,
                               filter_normalize, hessian_directions, interpolation_grid, random_direction, square_grid,
                               weights_of)
 
@@ -213,11 +213,18 @@ def test_interpolation_endpoints_are_the_two_runs_losses(two_runs):
     for run, key in ((a, "centre"), (b, "endpoint")):
         loss, w = flat_loss(run, 100)
         assert summary[key]["train"]["loss"] == pytest.approx(float(loss(w)), rel=1e-10)
-    saved = np.load(out / "slice.npz")
+    held, saved = read_slice(out)
+    assert held == json.loads((out / "slice.json").read_text()) and out in find_slices(a)
     t, train_loss = saved["axis_0"], saved["train_loss"]
     assert train_loss[np.argmin(np.abs(t))] == pytest.approx(summary["centre"]["train"]["loss"], rel=1e-12)
     assert summary["barrier"]["train_loss"] == pytest.approx(barrier_height(t, train_loss))
     np.testing.assert_allclose(saved["weights"] + saved["directions"][0], flat_loss(b, 1)[1].numpy(), rtol=1e-6)
+
+
+def test_slice_help_fits_80_columns():
+    text = runner.invoke(app, ["slice", "--help"], terminal_width=80).output
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "--points-per-pass" in text and "running statistics" in text
 
 
 def test_cli_writes_a_2d_random_slice_and_refuses_bad_input(two_runs):

@@ -9,10 +9,10 @@ from landscape.slices.directions import (Direction, filter_normalize, hessian_di
                                          random_direction, weights_of)
 from landscape.slices.grid import (Grid, PointValues, evaluate_points, evaluate_points_loop, interpolation_grid,
                                    square_grid)
-from landscape.slices.stage import SliceConfig, barrier_height, compute_slice
+from landscape.slices.stage import SliceConfig, barrier_height, compute_slice, find_slices, read_slice
 
 __all__ = [
     "Direction", "filter_normalize", "hessian_directions", "interpolation_direction", "random_direction", "weights_of",
     "Grid", "PointValues", "evaluate_points", "evaluate_points_loop", "interpolation_grid", "square_grid",
-    "SliceConfig", "barrier_height", "compute_slice",
+    "SliceConfig", "barrier_height", "compute_slice", "find_slices", "read_slice",
 ]

@@ -39,7 +39,7 @@ from landscape.slices.directions import (Direction, direction_seeds, hessian_dir
 from landscape.slices.grid import (Grid, PointValues, evaluate_points, evaluate_points_loop, interpolation_grid,
                                    square_grid)
 
-__all__ = ["SliceConfig", "barrier_height", "compute_slice"]
+__all__ = ["SliceConfig", "barrier_height", "compute_slice", "find_slices", "read_slice"]
 
 SPLITS = ("train", "test")
 #: Settings that change speed, memory or where files go, not the values.
@@ -256,3 +256,23 @@ def _summary(config, meta, model, directions, grid, data, values, centre, settin
         summary["barrier"] = {f"{split}_{metric}": barrier_height(t, getattr(values[split], metric))
                               for split in SPLITS for metric in ("loss", "error")}
     return summary
+
+
+def read_slice(folder: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """``(summary, arrays)`` of a ``slice-NAME`` folder: ``slice.json`` and the arrays of ``slice.npz``."""
+    import json
+
+    folder = Path(folder)
+    try:
+        summary = json.loads((folder / "slice.json").read_text(encoding="utf-8"))
+        with np.load(folder / "slice.npz") as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as err:
+        raise LandscapeError(f"'{folder}' does not hold a readable slice ({type(err).__name__}); run "
+                             "`landscape slice` again.") from None
+    return summary, arrays
+
+
+def find_slices(run_dir: str | Path) -> list[Path]:
+    """The complete ``slice-*`` folders of a run (those with a ``slice.json``), by name."""
+    return sorted(p.parent for p in Path(run_dir).glob("slice-*/slice.json"))
