@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from digits_reference import flat_loss, train_tiny_digits_run
 from landscape.cli.app import app
+from landscape.slices import (SliceConfig, barrier_height, compute_slice, evaluate_points, evaluate_points_loop,
+                              filter_normalize, find_slices, hessian_directions, interpolation_grid, random_direction,
+                              read_slice, square_grid, weights_of)
 from landscape.slices.directions import direction_seeds
-from landscape.slices import (SliceConfig, find_slices, read_slice, barrier_height, compute_slice, evaluate_points, evaluate_points_loop,
-                              filter_normalize, hessian_directions, interpolation_grid, random_direction, square_grid,
-                              weights_of)
 
 runner = CliRunner()
 
@@ -242,7 +242,8 @@ def test_cli_writes_a_2d_random_slice_and_refuses_bad_input(two_runs):
     assert summary["samples"] == {"train": 50, "test": 50} and summary["wall_s"] > 0
     loss, w = flat_loss(a, 50)
     i, j = 1, 2
-    point = w + torch.as_tensor(saved["axis_0"][i] * saved["directions"][0] + saved["axis_1"][j] * saved["directions"][1])
+    step = saved["axis_0"][i] * saved["directions"][0] + saved["axis_1"][j] * saved["directions"][1]
+    point = w + torch.as_tensor(step)
     assert saved["train_loss"][i, j] == pytest.approx(float(loss(point)), rel=1e-5)  # float32 evaluation
     again = runner.invoke(app, ["slice", str(a), "--dims", "2", "--points", "4", "--samples", "50", "--seed", "4",
                                 "--range", "0.5", "--device", "cpu", "--quiet"])
@@ -256,7 +257,8 @@ def test_cli_writes_a_2d_random_slice_and_refuses_bad_input(two_runs):
                 ["--which", "both"], ["--directions", "hessian", "--which", "both", "--dims", "1"]):
         result = runner.invoke(app, ["slice", str(a), "--quiet", *bad])
         assert result.exit_code == 2, (bad, result.output)
-        assert "Traceback" not in result.output and len([line for line in result.output.splitlines() if line.strip()]) <= 3
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert "Traceback" not in result.output and len(lines) <= 3
 
 
 def test_slice_figures_draw_the_given_values_with_labelled_axes():
