@@ -102,6 +102,7 @@ def summarise_slice(out_dir: Path, summary: dict) -> list[str]:
     for d in summary["directions"]:
         if d.get("eigenvalue") is not None:
             lines.append(f"{d['label']}: eigenvalue {d['eigenvalue']:.6g}")
+    lines.extend(f"warning: {w}" for w in summary.get("warnings") or [])
     if summary.get("replaced"):
         changed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in summary["replaced"].items())
         lines.append(f"replaced the earlier result in {out_dir} ({changed})")

@@ -133,7 +133,11 @@ def _directions(model, config: SliceConfig, data, device, log: Callable[[str], N
     weights = weights_of(model)
     if config.to is not None:
         other, _ = load_checkpoint(config.to, device="cpu")
-        return [interpolation_direction(weights, {n: w.to(weights[n]) for n, w in weights_of(other).items()})]
+        path = interpolation_direction(weights, {n: w.to(weights[n]) for n, w in weights_of(other).items()})
+        theirs = dict(other.named_buffers())
+        path.extra["buffers_differ"] = any(
+            b.is_floating_point() and (n not in theirs or not torch.equal(b, theirs[n])) for n, b in model.named_buffers())
+        return [path]
     if config.directions == "random":
         return [random_direction(weights, s, normalization=config.normalization, keep_bias_bn=config.keep_bias_bn,
                                  label=f"random {i + 1}")
@@ -255,6 +259,10 @@ def _summary(config, meta, model, directions, grid, data, values, centre, settin
                                for split in SPLITS}
         summary["barrier"] = {f"{split}_{metric}": barrier_height(t, getattr(values[split], metric))
                               for split in SPLITS for metric in ("loss", "error")}
+        if directions[0].extra.get("buffers_differ"):
+            summary["warnings"] = ["the path keeps this run's BatchNorm running statistics at every t, so the value "
+                                   "at t = 1 is not the other run's own loss (re-estimating them along the path is "
+                                   "not implemented)."]
     return summary
 
 
