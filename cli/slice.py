@@ -51,8 +51,10 @@ def slice_command(
                                 help="Data samples N of each split, train and test (the first N in dataset order; "
                                      "all of a smaller split): the loss and error are their means."),
     chunk_size: int = chunk_option(),
-    points_per_pass: int = typer.Option(16, "--points-per-pass", min=1, metavar="K",
-                                        help="Grid points per forward pass: memory and speed only."),
+    points_per_pass: Optional[int] = typer.Option(
+        None, "--points-per-pass", min=1, metavar="K",
+        help="Grid points per forward pass: memory and speed only. [default: as many as keep the activations "
+             "within 512 MiB, at most 32]"),
     seed: int = seed_option(),
     keep_bias_bn: bool = typer.Option(False, "--keep-bias-bn",
                                       help="Random directions: keep biases and BatchNorm parameters (each rescaled "

@@ -324,3 +324,14 @@ def test_a_layer_without_a_vmap_rule_falls_back_to_the_loop():
     with torch.no_grad():
         centre = float(nn.functional.cross_entropy(model(x).reshape(-1, 6), y.reshape(-1)))
     assert values.loss[1] == pytest.approx(centre, rel=1e-12)  # per-token mean, as the training loss
+
+
+def test_points_per_pass_follow_the_activation_budget():
+    from landscape.slices.grid import auto_points_per_pass
+
+    model = nn.Sequential(nn.Linear(10, 1000), nn.ReLU(), nn.Linear(1000, 2))  # largest output: 4,000 B a sample
+    x = torch.randn(500, 10)
+    assert auto_points_per_pass(model, x, 100, budget=3 * 4000 * 100 * 10, cap=64) == 10
+    assert auto_points_per_pass(model, x[:50], 100, budget=3 * 4000 * 100 * 10, cap=64) == 20  # 50 samples a pass
+    assert auto_points_per_pass(model, x, 100, budget=1, cap=64) == 1
+    assert auto_points_per_pass(model, x, 1, cap=7) == 7

@@ -98,16 +98,42 @@ def _prepare(model: nn.Module, weights, directions, inputs, targets, dtype, devi
     return module, weights, directions, x, targets.to(device)
 
 
+#: Activations one vmapped pass may hold (points x samples x the largest layer output, x3 for
+#: the layers alive at once) when ``points_per_pass`` is left to :func:`auto_points_per_pass`.
+ACTIVATION_BUDGET = 512 * 2**20
+MAX_POINTS_PER_PASS = 32
+
+
+@torch.no_grad()
+def auto_points_per_pass(module: nn.Module, sample: torch.Tensor, chunk_size: int, *,
+                         budget: int = ACTIVATION_BUDGET, cap: int = MAX_POINTS_PER_PASS) -> int:
+    """Grid points per pass such that their activations on ``chunk_size`` samples fit ``budget`` bytes."""
+    largest = [1]
+
+    def hook(_module, _inputs, output):
+        if isinstance(output, torch.Tensor):
+            largest[0] = max(largest[0], output[0].numel() * output.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if not list(m.children())]
+    try:
+        module(sample[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return int(max(1, min(cap, budget // (3 * largest[0] * min(chunk_size, len(sample))))))
+
+
 @torch.no_grad()
 def evaluate_points(model: nn.Module, weights: dict[str, torch.Tensor], directions: Sequence[Direction],
                     coords: np.ndarray, inputs: torch.Tensor, targets: torch.Tensor, *, chunk_size: int = 256,
-                    points_per_pass: int = 16, dtype: torch.dtype = torch.float32, device="cpu",
+                    points_per_pass: int | None = None, dtype: torch.dtype = torch.float32, device="cpu",
                     loss_fn: Callable = cross_entropy, error_fn: Callable = wrong_predictions,
                     data_layers: bool = True, on_points: Callable[[float], None] | None = None) -> PointValues:
     """Mean loss and error over all samples at the points ``weights + coords @ directions``.
 
     ``coords`` is ``(points, len(directions))``; ``chunk_size`` samples and
-    ``points_per_pass`` points go through the network at once; ``on_points(n)`` is told
+    ``points_per_pass`` points (None: :func:`auto_points_per_pass`) go through the network
+    at once; ``on_points(n)`` is told
     the points done (fractions: a chunk of samples is part of a point) after each pass.
     ``data_layers``: the layers applied to the data take their responses from
     :class:`landscape.slices.datalayer.DataLayers` (once per sample chunk, not per point).
@@ -120,6 +146,8 @@ def evaluate_points(model: nn.Module, weights: dict[str, torch.Tensor], directio
     fixed = {n: t for n, t in list(module.named_parameters()) + list(module.named_buffers()) if n not in weights}
     stacked = {n: _stacked(directions, n) for n in weights}
     layers: DataLayers | None = None
+    if points_per_pass is None:
+        points_per_pass = auto_points_per_pass(module, x, chunk_size)
 
     def stats(params, c, xb, yb):
         if layers is not None:

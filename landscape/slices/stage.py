@@ -56,7 +56,7 @@ class SliceConfig:
     points: int | None = None  # per axis [default 51 in 1-D, 21 in 2-D]
     samples: int = 1000  # first N of each split (fewer if the test split is smaller)
     batch_size: int = 256  # samples per forward pass
-    points_per_pass: int = 16  # grid points per vmapped forward pass
+    points_per_pass: int | None = None  # grid points per vmapped forward pass [default: by memory, at most 32]
     seed: int = 0
     normalization: str = "filter"  # filter | none (random directions)
     keep_bias_bn: bool = False
