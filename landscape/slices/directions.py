@@ -33,7 +33,7 @@ from torch import nn
 from landscape.errors import LandscapeError
 
 __all__ = ["Direction", "direction_seeds", "filter_normalize", "hessian_directions", "interpolation_direction",
-           "random_direction", "weights_of"]
+           "random_direction", "stack", "weights_of"]
 
 
 @dataclass

@@ -251,6 +251,11 @@ def _summary(config, meta, model, directions, grid, data, values, centre, settin
                    for split in SPLITS},
         "config": settings, "versions": package_versions(),
     }
+    for d in directions:
+        if d.extra.get("converged") is False:
+            summary.setdefault("warnings", []).append(
+                f"{d.label}: Lanczos stopped before its residual reached {config.hessian_tol:g} x the eigenvalue "
+                f"(residual {d.extra['residual']:.3g}); the direction is only near an eigenvector.")
     if config.to is not None:
         t = grid.axes[0]
         summary["other_checkpoint"] = str(Path(config.to))
@@ -260,9 +265,9 @@ def _summary(config, meta, model, directions, grid, data, values, centre, settin
         summary["barrier"] = {f"{split}_{metric}": barrier_height(t, getattr(values[split], metric))
                               for split in SPLITS for metric in ("loss", "error")}
         if directions[0].extra.get("buffers_differ"):
-            summary["warnings"] = ["the path keeps this run's BatchNorm running statistics at every t, so the value "
-                                   "at t = 1 is not the other run's own loss (re-estimating them along the path is "
-                                   "not implemented)."]
+            summary.setdefault("warnings", []).append(
+                "the path keeps this run's BatchNorm running statistics at every t, so the value at t = 1 is not the "
+                "other run's own loss (re-estimating them along the path is not implemented).")
     return summary
 
 
