@@ -135,8 +135,8 @@ def _directions(model, config: SliceConfig, data, device, log: Callable[[str], N
         other, _ = load_checkpoint(config.to, device="cpu")
         path = interpolation_direction(weights, {n: w.to(weights[n]) for n, w in weights_of(other).items()})
         theirs = dict(other.named_buffers())
-        path.extra["buffers_differ"] = any(
-            b.is_floating_point() and (n not in theirs or not torch.equal(b, theirs[n])) for n, b in model.named_buffers())
+        path.extra["buffers_differ"] = any(b.is_floating_point() and (n not in theirs or not torch.equal(b, theirs[n]))
+                                           for n, b in model.named_buffers())
         return [path]
     if config.directions == "random":
         return [random_direction(weights, s, normalization=config.normalization, keep_bias_bn=config.keep_bias_bn,
