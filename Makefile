@@ -20,6 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/system-packages.sh
+	$(VENV)/bin/ruff check landscape cli
 	$(VENV)/bin/python -m pytest
 
 clean-venv:

@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not for the table)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
+    from landscape.platform import configure
+
+    configure(heap=True)  # the benchmarks measure what the command line runs (cli.app.configure_platform)
     if args.threads:
         torch.set_num_threads(args.threads)
     for case in args.cases:

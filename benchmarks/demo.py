@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from landscape.platform import busy_cores
+from landscape.platform.threads import busy_cores
 
 WALL_TARGET_S = 300.0
 CPU_TARGET_S = 480.0

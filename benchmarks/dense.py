@@ -38,10 +38,10 @@ from torch import nn
 from torch.func import functional_call, hessian
 
 from benchmarks.memory import reset_peak, status_kb
-from landscape._heap import bound_heap, trim_heap
 from landscape.curvature.dense import AUTO_WORKSPACE_FLOOR, dense_hessian
 from landscape.curvature.operators import HessianOperator, make_batches
 from landscape.losses import cross_entropy
+from landscape.platform.heap import bound_heap, trim_heap
 from landscape.spectra.exact import exact_spectrum
 
 
@@ -246,7 +246,7 @@ def case(name: str, model: nn.Module, n_samples: int, batch_size: int, *, conv: 
 
 def run(quick: bool = False) -> dict:
     n_samples = 256 if quick else 1000
-    # every method in this process under the allocator setting landscape's dense builds use (see landscape._heap)
+    # every method in this process under the allocator setting landscape's dense builds use (see landscape.platform.heap)
     heap = "glibc mmap threshold fixed at 4 MiB" if bound_heap() else "allocator default"
     return {"case": "dense", "heap": heap, "cases": [case("mlp-805", mlp_net(1), n_samples, 256, quick=quick),
                                        case("mlp-4780", mlp_net(), n_samples, 256, quick=quick),

@@ -80,13 +80,13 @@ def run(quick: bool = False) -> dict:
     spent = {"ours": [0.0, 0.0], "loop": [0.0, 0.0]}  # wall, CPU seconds
     done = 0
     for block, loop_block in zip(ours_blocks, loop_blocks):  # alternate, so both see the same machine load
-        values, wall, cpu = _timed(lambda: evaluate_points(model, weights, directions, coords[block], x, y,
-                                                           chunk_size=CHUNK, points_per_pass=POINTS_PER_PASS))
+        values, wall, cpu = _timed(lambda block=block: evaluate_points(
+            model, weights, directions, coords[block], x, y, chunk_size=CHUNK, points_per_pass=POINTS_PER_PASS))
         ours_loss[block], ours_error[block] = values.loss, values.error
         spent["ours"][0] += wall
         spent["ours"][1] += cpu
-        values, wall, cpu = _timed(lambda: evaluate_points_loop(model, weights, directions, coords[loop_block], x, y,
-                                                                chunk_size=CHUNK))
+        values, wall, cpu = _timed(lambda loop_block=loop_block: evaluate_points_loop(
+            model, weights, directions, coords[loop_block], x, y, chunk_size=CHUNK))
         loop_loss[done:done + len(loop_block)], loop_error[done:done + len(loop_block)] = values.loss, values.error
         done += len(loop_block)
         spent["loop"][0] += wall

@@ -12,8 +12,9 @@ import enum
 import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, List, Optional, TypeVar
+from typing import TypeVar
 
 import typer
 from rich.console import Console
@@ -114,7 +115,7 @@ def _parse_value(text: str):
     return text
 
 
-def parse_model_args(items: List[str]) -> dict:
+def parse_model_args(items: list[str]) -> dict:
     """``["hidden=32", "dropout=0.1"]`` -> ``{"hidden": 32, "dropout": 0.1}``."""
     out = {}
     for item in items:
@@ -125,7 +126,7 @@ def parse_model_args(items: List[str]) -> dict:
     return out
 
 
-def parse_int_list(text: Optional[str], option: str) -> tuple[int, ...]:
+def parse_int_list(text: str | None, option: str) -> tuple[int, ...]:
     if not text:
         return ()
     try:
@@ -217,84 +218,134 @@ _RESUME_OVERRIDABLE = {"epochs", "device", "out", "resume", "quiet", "data_dir"}
 @app.command(short_help="Train a network; writes a run directory (config, metrics, checkpoint).")
 def train(
     ctx: typer.Context,
-    model: ModelName = typer.Option(ModelName.small_mnistfc, "--model", "-m", metavar="MODEL",
-                                    help="Network from the model zoo: " + ", ".join(m.value for m in ModelName) + "."),
+    model: ModelName = typer.Option(
+        ModelName.small_mnistfc,
+        "--model",
+        "-m",
+        metavar="MODEL",
+        help="Network from the model zoo: " + ", ".join(m.value for m in ModelName) + ".",
+    ),
     dataset: str = typer.Option(
-        "digits", "--dataset", "-d", metavar="NAME", help="digits (embedded), fashion-mnist, mnist, cifar10, ptb, or text:PATH."
+        "digits",
+        "--dataset",
+        "-d",
+        metavar="NAME",
+        help="digits (embedded), fashion-mnist, mnist, cifar10, ptb, or text:PATH.",
     ),
     optimizer: OptimizerName = typer.Option(OptimizerName.sgd, "--optimizer", "-o", help="Training algorithm."),
-    epochs: Optional[int] = typer.Option(
-        None, "--epochs", "-e", min=1, metavar="N",
-        help="Outer epochs: parameter updates x batch size / training-set size. [default: 5]"
+    epochs: int | None = typer.Option(
+        None,
+        "--epochs",
+        "-e",
+        min=1,
+        metavar="N",
+        help="Outer epochs: parameter updates x batch size / training-set size. [default: 5]",
     ),
-    batch_size: int = typer.Option(128, "--batch-size", "-b", min=1, metavar="B",
-                                   help="Minibatch size of the training updates."),
-    lr: Optional[float] = typer.Option(
-        None, "--lr", callback=POSITIVE, metavar="LR",
+    batch_size: int = typer.Option(
+        128, "--batch-size", "-b", min=1, metavar="B", help="Minibatch size of the training updates."
+    ),
+    lr: float | None = typer.Option(
+        None,
+        "--lr",
+        callback=POSITIVE,
+        metavar="LR",
         help="Outer learning rate [default: sgd 0.1, adam 1e-3, entropy-sgd 1.0, entropy-adam 1e-2, "
-        "replicated-sgd 0.1, sam 0.1]."
+        "replicated-sgd 0.1, sam 0.1].",
     ),
-    momentum: float = typer.Option(0.9, callback=_bounded(0.0, 1.0, high_open=True), metavar="M",
-                                   help="Momentum of the (outer) SGD update."),
+    momentum: float = typer.Option(
+        0.9, callback=_bounded(0.0, 1.0, high_open=True), metavar="M", help="Momentum of the (outer) SGD update."
+    ),
     nesterov: bool = typer.Option(True, "--nesterov/--no-nesterov", help="Nesterov momentum."),
     weight_decay: float = typer.Option(0.0, callback=NON_NEGATIVE, metavar="WD", help="L2 weight decay."),
-    lr_milestones: Optional[str] = typer.Option(
-        None, metavar="E1,E2,...",
-        help="Outer epochs after which the learning rate is multiplied by --lr-decay, e.g. 30,60,90."
+    lr_milestones: str | None = typer.Option(
+        None,
+        metavar="E1,E2,...",
+        help="Outer epochs after which the learning rate is multiplied by --lr-decay, e.g. 30,60,90.",
     ),
     lr_decay: float = typer.Option(0.1, callback=POSITIVE, metavar="F", help="Learning-rate factor at each milestone."),
-    langevin_steps: Optional[int] = typer.Option(
-        None, "--langevin-steps", "-L", min=1, metavar="L",
-        help="Entropy-SGD/Adam: SGLD steps per update (Alg. 1) [default: 20 / 5]."
+    langevin_steps: int | None = typer.Option(
+        None,
+        "--langevin-steps",
+        "-L",
+        min=1,
+        metavar="L",
+        help="Entropy-SGD/Adam: SGLD steps per update (Alg. 1) [default: 20 / 5].",
     ),
     sgld_lr: float = typer.Option(0.1, callback=POSITIVE, metavar="LR", help="Entropy-SGD/Adam: SGLD step size eta'."),
-    noise: float = typer.Option(1e-4, callback=NON_NEGATIVE, metavar="EPS",
-                                help="Entropy-SGD/Adam: thermal noise epsilon."),
-    gamma: Optional[float] = typer.Option(None, callback=POSITIVE, metavar="G",
-                                          help="Entropy-SGD/Adam: initial scope gamma_0 [default: 0.03 / 0.01]."),
-    scoping: Optional[float] = typer.Option(
-        None, callback=NON_NEGATIVE, metavar="S",
-        help="Entropy-SGD/Adam: gamma_t = gamma_0 (1 + scoping)^t (Sec. 4.3) [default: 1e-3 / 0]."
+    noise: float = typer.Option(
+        1e-4, callback=NON_NEGATIVE, metavar="EPS", help="Entropy-SGD/Adam: thermal noise epsilon."
     ),
-    alpha: float = typer.Option(0.75, callback=_bounded(0.0, 1.0), metavar="A",
-                                help="Entropy-SGD/Adam: weight of the newest SGLD sample in mu."),
+    gamma: float | None = typer.Option(
+        None, callback=POSITIVE, metavar="G", help="Entropy-SGD/Adam: initial scope gamma_0 [default: 0.03 / 0.01]."
+    ),
+    scoping: float | None = typer.Option(
+        None,
+        callback=NON_NEGATIVE,
+        metavar="S",
+        help="Entropy-SGD/Adam: gamma_t = gamma_0 (1 + scoping)^t (Sec. 4.3) [default: 1e-3 / 0].",
+    ),
+    alpha: float = typer.Option(
+        0.75, callback=_bounded(0.0, 1.0), metavar="A", help="Entropy-SGD/Adam: weight of the newest SGLD sample in mu."
+    ),
     sgld_momentum: float = typer.Option(
-        0.0, callback=_bounded(0.0, 1.0, high_open=True), metavar="M",
+        0.0,
+        callback=_bounded(0.0, 1.0, high_open=True),
+        metavar="M",
         help="Entropy-SGD/Adam: Nesterov momentum on the SGLD data gradient (paper Sec. 5.2 uses it in both "
-        "loops; 0 = Alg. 1 as printed)."
+        "loops; 0 = Alg. 1 as printed).",
     ),
     noise_rng: NoiseRng = typer.Option(
-        NoiseRng.auto, help="Where the SGLD/replica noise comes from: auto (MKL's Philox on the CPU when installed, "
-        "several times faster than torch's CPU generator; else torch), torch, or mkl."
+        NoiseRng.auto,
+        help="Where the SGLD/replica noise comes from: auto (MKL's Philox on the CPU when installed, "
+        "several times faster than torch's CPU generator; else torch), torch, or mkl.",
     ),
     replicas: int = typer.Option(3, min=1, metavar="Y", help="Replicated-SGD: number of replicas y."),
-    coupling: float = typer.Option(1e-3, callback=NON_NEGATIVE, metavar="G", help="Replicated-SGD: initial coupling g_0."),
-    coupling_growth: float = typer.Option(1e-3, callback=NON_NEGATIVE, metavar="R",
-                                          help="Replicated-SGD: g_t = g_0 (1 + growth)^t."),
+    coupling: float = typer.Option(
+        1e-3, callback=NON_NEGATIVE, metavar="G", help="Replicated-SGD: initial coupling g_0."
+    ),
+    coupling_growth: float = typer.Option(
+        1e-3, callback=NON_NEGATIVE, metavar="R", help="Replicated-SGD: g_t = g_0 (1 + growth)^t."
+    ),
     rho: float = typer.Option(0.05, callback=POSITIVE, metavar="RHO", help="SAM: neighbourhood radius."),
     adaptive: bool = typer.Option(False, "--adaptive/--no-adaptive", help="SAM: adaptive ASAM perturbation."),
     sam_base: SamBase = typer.Option(SamBase.sgd, help="SAM: base optimizer."),
-    model_arg: List[str] = typer.Option([], "--model-arg", metavar="KEY=VALUE",
-                                        help="Model constructor argument (repeatable)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", metavar="DIR",
-                                            help="Where dataset files live (else $LANDSCAPE_DATA)."),
-    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Standardise inputs with train statistics."),
-    preprocess: Optional[str] = typer.Option(None, metavar="NAME", help="Extra preprocessing, e.g. gcn-zca for cifar10."),
-    val_fraction: float = typer.Option(0.1, callback=_bounded(0.0, 1.0, high_open=True), metavar="F",
-                                       help="Fraction of the training split held out for validation."),
-    seq_len: Optional[int] = typer.Option(None, min=1, metavar="T", help="Window length for text / ptb."),
-    train_subset: Optional[int] = typer.Option(None, min=1, metavar="N",
-                                               help="Train on the first N samples of the train split only "
-                                                    "(validation and test untouched)."),
-    vocab: Optional[str] = typer.Option(None, metavar="file|ascii96",
-                                        help="text:PATH only: file (its distinct characters) [default] or "
-                                             "ascii96 (the paper's 96 symbols)."),
+    model_arg: list[str] = typer.Option(
+        [], "--model-arg", metavar="KEY=VALUE", help="Model constructor argument (repeatable)."
+    ),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", metavar="DIR", help="Where dataset files live (else $LANDSCAPE_DATA)."
+    ),
+    normalize: bool = typer.Option(
+        True, "--normalize/--no-normalize", help="Standardise inputs with train statistics."
+    ),
+    preprocess: str | None = typer.Option(None, metavar="NAME", help="Extra preprocessing, e.g. gcn-zca for cifar10."),
+    val_fraction: float = typer.Option(
+        0.1,
+        callback=_bounded(0.0, 1.0, high_open=True),
+        metavar="F",
+        help="Fraction of the training split held out for validation.",
+    ),
+    seq_len: int | None = typer.Option(None, min=1, metavar="T", help="Window length for text / ptb."),
+    train_subset: int | None = typer.Option(
+        None,
+        min=1,
+        metavar="N",
+        help="Train on the first N samples of the train split only (validation and test untouched).",
+    ),
+    vocab: str | None = typer.Option(
+        None,
+        metavar="file|ascii96",
+        help="text:PATH only: file (its distinct characters) [default] or ascii96 (the paper's 96 symbols).",
+    ),
     seed: int = typer.Option(0, metavar="S", help="Seed of initialisation, data order and SGLD noise."),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR",
-                                       help="Run directory [default: runs/MODEL-OPTIMIZER-DATASET-sSEED]."),
+    out: Path | None = typer.Option(
+        None, "--out", metavar="DIR", help="Run directory [default: runs/MODEL-OPTIMIZER-DATASET-sSEED]."
+    ),
     device: str = typer.Option("auto", metavar="DEVICE", help="auto (CUDA if present), cpu, cuda, cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out (and its derived results)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing run in --out (and its derived results)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or per-epoch lines."),
 ) -> None:
     """Train a network and write RUN_DIR/{config.json, metrics.jsonl, checkpoint.pt}."""
@@ -362,11 +413,14 @@ def train(
         log = (lambda msg: None) if quiet else (lambda msg: console.print(msg, highlight=False, soft_wrap=True))
         run_dir = Path(config.out)
         interrupt_hint[0] = lambda: (
-            f"the last complete checkpoint in {run_dir} is intact; continue with `landscape train --resume --out {run_dir}`."
+            f"the last complete checkpoint in {run_dir} is intact; continue with `landscape train --resume --out "
+            f"{run_dir}`."
             if (run_dir / "checkpoint.pt").exists()
             else "stopped before the first checkpoint was written; nothing to resume, run the command again."
         )
-        result = run_train(config, resume=resume, overwrite=overwrite, progress=not quiet and sys.stderr.isatty(), log=log)
+        result = run_train(
+            config, resume=resume, overwrite=overwrite, progress=not quiet and sys.stderr.isatty(), log=log
+        )
         final = result.final
         summary = f"test_error {final['test_error']:.4f}"
         if "test_perplexity" in final:
@@ -445,7 +499,9 @@ def subset_seed_option():
 
 
 def seed_option():
-    return typer.Option(0, "--seed", metavar="S", help="Seed of the random draws: probes, start vectors, noise, chains.")
+    return typer.Option(
+        0, "--seed", metavar="S", help="Seed of the random draws: probes, start vectors, noise, chains."
+    )
 
 
 def chunk_option():
@@ -491,7 +547,7 @@ def spectrum(
     split: str = typer.Option("train", "--split", metavar="SPLIT", help="train, val or test."),
     chunk_size: int = chunk_option(),
     seed: int = seed_option(),
-    subset_seed: Optional[int] = subset_seed_option(),
+    subset_seed: int | None = subset_seed_option(),
     mode: Mode = typer.Option(Mode.eval, "--mode", help="Model mode while differentiating."),
     dtype: Precision = typer.Option(Precision.float64, "--dtype", help="Precision of products and of the eigensolve."),
     k: int = typer.Option(20, "--k", min=1, metavar="K",
@@ -499,7 +555,7 @@ def spectrum(
     which: Which = typer.Option(Which.LA, "--which", help="Lanczos: LA largest, SA smallest, both, LM magnitude."),
     tol: float = typer.Option(1e-8, "--tol", callback=FRACTION, metavar="TOL",
                               help="Lanczos: relative eigenvalue error (Kato-Temple bound) to stop at."),
-    max_iters: Optional[int] = typer.Option(None, "--max-iters", min=1, metavar="M",
+    max_iters: int | None = typer.Option(None, "--max-iters", min=1, metavar="M",
                                             help="Lanczos: cap on the steps [default: max(20 k + 50, 100)]; the "
                                                  "result says whether every Ritz value converged before it."),
     num_probes: int = typer.Option(10, "--probes", min=1, metavar="P", help="SLQ: number of random probes."),
@@ -531,10 +587,10 @@ def spectrum(
     build_only: bool = typer.Option(
         False, "--build-only", help="Exact: build the dense matrix (resumable) and stop before the eigensolve; the "
                                     "same command without it then only solves."),
-    params: List[str] = typer.Option([], "--param", metavar="NAME",
+    params: list[str] = typer.Option([], "--param", metavar="NAME",
                                      help="Restrict to these parameter tensors / module prefixes (repeatable)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", metavar="DIR", help="Where dataset files live."),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR",
+    data_dir: Path | None = typer.Option(None, "--data-dir", metavar="DIR", help="Where dataset files live."),
+    out: Path | None = typer.Option(None, "--out", metavar="DIR",
                                        help="Output folder [default: RUN_DIR/spectrum-METHOD]."),
     force: bool = force_option(),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto (CUDA if present), cpu, cuda, cuda:N."),
@@ -620,7 +676,7 @@ class DeviationMetric(str, enum.Enum):
     loss = "loss"
 
 
-def parse_float_list(text: Optional[str], option: str) -> tuple[float, ...]:
+def parse_float_list(text: str | None, option: str) -> tuple[float, ...]:
     if not text:
         return ()
     try:
@@ -649,52 +705,81 @@ def flatness(
     measure: Measure = typer.Option(
         Measure.local_energy, "--measure", help="local-entropy | local-energy | sharpness | pac-bayes | fisher-rao."
     ),
-    gamma: List[float] = typer.Option([], "--gamma", callback=POSITIVE, metavar="G",
-                                      help="Local entropy: scope gamma (repeatable) [default: 1, 10, 100]."),
+    gamma: list[float] = typer.Option(
+        [],
+        "--gamma",
+        callback=POSITIVE,
+        metavar="G",
+        help="Local entropy: scope gamma (repeatable) [default: 1, 10, 100].",
+    ),
     method: EntropyMethod = typer.Option(EntropyMethod.sgld, "--method", help="Local entropy: sgld or laplace."),
-    sigmas: Optional[str] = typer.Option(
-        None, "--sigmas", metavar="S1,S2,...",
-        help="Local energy: noise levels, comma-separated [default: 0,0.01,0.02,0.05,0.1,0.2,0.3,0.5]."
+    sigmas: str | None = typer.Option(
+        None,
+        "--sigmas",
+        metavar="S1,S2,...",
+        help="Local energy: noise levels, comma-separated [default: 0,0.01,0.02,0.05,0.1,0.2,0.3,0.5].",
     ),
     samples: int = samples_option(),
     draws: int = draws_option(20, "noise draws per sigma (local-energy, pac-bayes); SGLD chains (local-entropy)"),
-    split: str = typer.Option("train", "--split", metavar="SPLIT",
-                              help="Split for local-entropy, sharpness, pac-bayes, fisher-rao."),
-    eval_splits: str = typer.Option("train,test", "--eval-splits", metavar="SPLITS",
-                                    help="Local energy: splits to evaluate."),
-    noise: Noise = typer.Option(Noise.multiplicative, "--noise", help="Local energy: w(1+sigma z) or w+sigma z."),
-    beta: Optional[float] = typer.Option(None, "--beta", callback=POSITIVE, metavar="BETA",
-                                         help="Local entropy: energy = beta x mean loss [default: N]."),
-    spectrum_dir: Optional[Path] = typer.Option(
-        None, "--spectrum", metavar="DIR", help="Local entropy, laplace: folder of an exact spectrum on the same samples."
+    split: str = typer.Option(
+        "train", "--split", metavar="SPLIT", help="Split for local-entropy, sharpness, pac-bayes, fisher-rao."
     ),
-    steps_per_level: int = typer.Option(400, "--sgld-steps", min=1, metavar="T",
-                                        help="Local entropy, sgld: measured steps per scope level."),
-    burn_in: int = typer.Option(150, "--burn-in", min=0, metavar="T",
-                                help="Local entropy, sgld: burn-in steps per level."),
-    target: float = typer.Option(0.1, "--target", callback=POSITIVE, metavar="D",
-                                 help="PAC-Bayes: allowed deviation of the metric."),
+    eval_splits: str = typer.Option(
+        "train,test", "--eval-splits", metavar="SPLITS", help="Local energy: splits to evaluate."
+    ),
+    noise: Noise = typer.Option(Noise.multiplicative, "--noise", help="Local energy: w(1+sigma z) or w+sigma z."),
+    beta: float | None = typer.Option(
+        None, "--beta", callback=POSITIVE, metavar="BETA", help="Local entropy: energy = beta x mean loss [default: N]."
+    ),
+    spectrum_dir: Path | None = typer.Option(
+        None,
+        "--spectrum",
+        metavar="DIR",
+        help="Local entropy, laplace: folder of an exact spectrum on the same samples.",
+    ),
+    steps_per_level: int = typer.Option(
+        400, "--sgld-steps", min=1, metavar="T", help="Local entropy, sgld: measured steps per scope level."
+    ),
+    burn_in: int = typer.Option(
+        150, "--burn-in", min=0, metavar="T", help="Local entropy, sgld: burn-in steps per level."
+    ),
+    target: float = typer.Option(
+        0.1, "--target", callback=POSITIVE, metavar="D", help="PAC-Bayes: allowed deviation of the metric."
+    ),
     metric: DeviationMetric = typer.Option(DeviationMetric.error, "--metric", help="PAC-Bayes: error or loss."),
-    epsilon: float = typer.Option(1e-3, "--epsilon", callback=POSITIVE, metavar="EPS",
-                                  help="Sharpness: box half-width (relative)."),
+    epsilon: float = typer.Option(
+        1e-3, "--epsilon", callback=POSITIVE, metavar="EPS", help="Sharpness: box half-width (relative)."
+    ),
     steps: int = typer.Option(20, "--steps", min=1, metavar="T", help="Sharpness: projected ascent steps."),
     hessian: bool = typer.Option(True, "--hessian/--no-hessian", help="Sharpness: also Hessian lambda_max and trace."),
-    max_probes: int = typer.Option(200, "--max-probes", min=1, metavar="P",
-                                   help="Sharpness: cap on the Hessian trace's probes (the result says if it was hit)."),
+    max_probes: int = typer.Option(
+        200,
+        "--max-probes",
+        min=1,
+        metavar="P",
+        help="Sharpness: cap on the Hessian trace's probes (the result says if it was hit).",
+    ),
     chunk_size: int = chunk_option(),
     seed: int = seed_option(),
-    subset_seed: Optional[int] = subset_seed_option(),
+    subset_seed: int | None = subset_seed_option(),
     dtype: Precision = typer.Option(Precision.float64, "--dtype", help="Precision of the network evaluations."),
-    params: List[str] = typer.Option([], "--param", metavar="NAME",
-                                     help="Restrict to these parameter tensors / module prefixes (repeatable)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", metavar="DIR", help="Where dataset files live."),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="Output folder [default: the run directory]."),
+    params: list[str] = typer.Option(
+        [], "--param", metavar="NAME", help="Restrict to these parameter tensors / module prefixes (repeatable)."
+    ),
+    data_dir: Path | None = typer.Option(None, "--data-dir", metavar="DIR", help="Where dataset files live."),
+    out: Path | None = typer.Option(None, "--out", metavar="DIR", help="Output folder [default: the run directory]."),
     force: bool = force_option(),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto (CUDA if present), cpu, cuda, cuda:N."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Flatness of a checkpoint: writes DIR/flatness-MEASURE.json with estimates, errors, settings, wall time."""
-    from landscape.flatness.stage import DEFAULT_GAMMAS, DEFAULT_SIGMAS, MEASURE_SETTINGS, FlatnessConfig, compute_flatness
+    from landscape.flatness.stage import (
+        DEFAULT_GAMMAS,
+        DEFAULT_SIGMAS,
+        MEASURE_SETTINGS,
+        FlatnessConfig,
+        compute_flatness,
+    )
 
     def go():
         used = {option for option, field_name in _FLATNESS_OPTION_FIELDS.items()
@@ -715,7 +800,7 @@ def flatness(
             target=target, metric=metric.value, epsilon=epsilon, steps=steps, hessian=hessian, max_probes=max_probes,
         )
         log = stderr_log(quiet)
-        path, result = compute_flatness(config, log=log, force=force)
+        path, result = compute_flatness(config, log=log, progress=not quiet, force=force)
         for line in summarise_flatness(result):
             console.print(line, highlight=False, soft_wrap=True)
         if result.get("replaced"):
@@ -763,7 +848,7 @@ def _absolute_dataset(name: str) -> str:
     return name
 
 
-def _config_from_run(run_dir: Path, *, epochs: Optional[int], device: str, data_dir: Optional[Path] = None):
+def _config_from_run(run_dir: Path, *, epochs: int | None, device: str, data_dir: Path | None = None):
     import dataclasses
     import json
 
@@ -790,15 +875,27 @@ def _config_from_run(run_dir: Path, *, epochs: Optional[int], device: str, data_
 
 @app.command(short_help="One self-contained HTML page from run directories.")
 def report(
-    run_dirs: List[Path] = typer.Argument(..., metavar="RUN...", help="Run directories (or folders holding them, or Fig. 2 folders).",
-                                          show_default=False),
+    run_dirs: list[Path] = typer.Argument(
+        ..., metavar="RUN...", help="Run directories (or folders holding them, or Fig. 2 folders).", show_default=False
+    ),
     out: Path = typer.Option(Path("reports/report"), "--out", metavar="DIR", help="Folder for index.html."),
-    title: Optional[str] = typer.Option(None, "--title", metavar="TEXT", help="Page title [default: the name of --out]."),
-    max_train_error: float = typer.Option(0.5, "--max-train-error", callback=_bounded(0.0, 1.0), metavar="E", help="Correlation study: leave out models "
-                                          "whose final training error is above this (they did not train)."),
-    archive: bool = typer.Option(False, "--archive", help="Also copy the small files the page is built from "
-                                 "(configs, metrics, spectra, flatness; no checkpoints or matrices) to OUT/runs, so "
-                                 "`landscape report OUT/runs --out OUT` can re-render it without the run directories."),
+    title: str | None = typer.Option(
+        None, "--title", metavar="TEXT", help="Page title [default: what the page shows, from its runs]."
+    ),
+    max_train_error: float = typer.Option(
+        0.5,
+        "--max-train-error",
+        callback=_bounded(0.0, 1.0),
+        metavar="E",
+        help="Correlation study: leave out models whose final training error is above this (they did not train).",
+    ),
+    archive: bool = typer.Option(
+        False,
+        "--archive",
+        help="Also copy the small files the page is built from "
+        "(configs, metrics, spectra, flatness; no checkpoints or matrices) to OUT/runs, so "
+        "`landscape report OUT/runs --out OUT` can re-render it without the run directories.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ) -> None:
     """One self-contained HTML page (figures inlined, no external URL) from what the run directories hold."""
@@ -830,20 +927,30 @@ class Scale(str, enum.Enum):
 @app.command(short_help="Run one of the papers' results end to end (resumable).")
 def reproduce(
     target: Target = typer.Argument(..., help="Which result: fig1, fig2, fig3, table1, correlation or all."),
-    scale: Scale = typer.Option(Scale.quick, "--scale", help="quick: minutes on 2 CPU cores on the embedded digits; "
-                                                             "full: the paper's settings as far as this machine allows."),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="Folder for index.html [default: reports/SCALE]."),
-    runs: Optional[Path] = typer.Option(None, "--runs", metavar="DIR",
-                                        help="Where the runs go [default: runs/<name of --out>]."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", metavar="NAME", help="Override the scale's dataset."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", metavar="DIR", help="Where dataset files live."),
-    text: Optional[Path] = typer.Option(None, "--text", metavar="FILE", help="UTF-8 text for char-lstm (full scale, Fig. 3b)."),
+    scale: Scale = typer.Option(
+        Scale.quick,
+        "--scale",
+        help="quick: minutes on 2 CPU cores on the embedded digits; "
+        "full: the paper's settings as far as this machine allows.",
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", metavar="DIR", help="Folder for index.html [default: reports/SCALE]."
+    ),
+    runs: Path | None = typer.Option(
+        None, "--runs", metavar="DIR", help="Where the runs go [default: runs/<name of --out>]."
+    ),
+    dataset: str | None = typer.Option(None, "--dataset", metavar="NAME", help="Override the scale's dataset."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", metavar="DIR", help="Where dataset files live."),
+    text: Path | None = typer.Option(
+        None, "--text", metavar="FILE", help="UTF-8 text for char-lstm (full scale, Fig. 3b)."
+    ),
     device: str = typer.Option("auto", "--device", metavar="DEVICE", help="auto (CUDA if present), cpu, cuda, cuda:N."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the steps (done / to do) and stop."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ) -> None:
     """Train -> spectrum -> flatness -> report for one of the paper's results; resumable, finished steps skipped."""
-    from landscape.reproduce import ReproduceConfig, reproduce as run_reproduce
+    from landscape.reproduce import ReproduceConfig
+    from landscape.reproduce import reproduce as run_reproduce
 
     def go():
         config = ReproduceConfig(target=target.value, scale=scale.value, out=None if out is None else str(out),
@@ -881,11 +988,30 @@ app.command("slice", short_help="Loss and error on a 1-D / 2-D grid of weights (
     slice_command)
 
 
-def main() -> None:
-    """The console entry point: sizes torch's threads to the idle cores, then runs the command."""
-    from landscape.platform import configure_threads
+def configure_platform(environ: dict) -> str:
+    """Switch the platform services on for a command-line run; returns the line that says so.
 
+    glibc heap tuning keeps a dense build's freed workspace from staying resident;
+    ``LANDSCAPE_HEAP=default`` leaves the allocator alone. ``LANDSCAPE_NO_MKL=1`` keeps MKL
+    unloaded (the exact solve then uses scipy, the SGLD noise torch's generator).
+    """
+    from landscape.platform import configure, describe
+    from landscape.platform.threads import configure_threads
+
+    configure(heap=environ.get("LANDSCAPE_HEAP", "").lower() != "default", mkl=not environ.get("LANDSCAPE_NO_MKL"))
     budget = configure_threads()
-    if budget.threads < budget.cpus:
-        err_console.print(f"note: the machine is busy; using {budget.describe()}", highlight=False)
+    state = describe()
+    parts = [budget.describe(), "glibc heap tuning " + ("on" if state["heap"] else "off"),
+             "MKL " + ("on" if state["mkl_loaded"] else "off")]
+    return "platform: " + ", ".join(parts)
+
+
+def main() -> None:
+    """The console entry point: switches the platform services on, once and visibly, then runs the command."""
+    import os
+
+    line = configure_platform(dict(os.environ))
+    if len(sys.argv) > 2 and sys.argv[1] in ("train", "spectrum", "flatness", "reproduce") and not (
+            {"-q", "--quiet", "-h", "--help", "--dry-run"} & set(sys.argv)):
+        err_console.print(line, highlight=False, soft_wrap=True)
     app()

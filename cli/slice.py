@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from landscape.cli.app import (NON_NEGATIVE, Precision, chunk_option, console, force_option, format_seconds,
-                               run_guarded, seed_option, stderr_log)
+from landscape.cli.app import (
+    NON_NEGATIVE,
+    Precision,
+    chunk_option,
+    console,
+    force_option,
+    format_seconds,
+    run_guarded,
+    seed_option,
+    stderr_log,
+)
 from landscape.errors import LandscapeError
 
 
@@ -36,22 +44,22 @@ def slice_command(
     which: HessianWhich = typer.Option(HessianWhich.LA, "--which",
                                        help="Hessian directions: LA the top eigenvectors, both the top and the bottom "
                                             "one (2-D)."),
-    to: Optional[Path] = typer.Option(None, "--to", metavar="OTHER_RUN",
+    to: Path | None = typer.Option(None, "--to", metavar="OTHER_RUN",
                                       help="The straight path from RUN (t = 0) to OTHER_RUN (t = 1) instead of "
                                            "directions; 1-D only."),
-    dims: Optional[int] = typer.Option(None, "--dims", min=1, max=2, metavar="1|2",
+    dims: int | None = typer.Option(None, "--dims", min=1, max=2, metavar="1|2",
                                        help="Directions: 1 (a curve) or 2 (a surface). [default: 2; 1 with --to]"),
-    span: Optional[float] = typer.Option(
+    span: float | None = typer.Option(
         None, "--range", callback=NON_NEGATIVE, metavar="R",
         help="Coordinates in [-R, R] (in units of the directions, whose norm is that of the weights); with --to, "
              "t in [-R, 1 + R]. [default: 1; 0.25 with --to]"),
-    points: Optional[int] = typer.Option(None, "--points", min=2, metavar="P",
+    points: int | None = typer.Option(None, "--points", min=2, metavar="P",
                                          help="Points per axis. [default: 51 in 1-D, 21 in 2-D]"),
     samples: int = typer.Option(1000, "--samples", "-n", min=1, metavar="N",
                                 help="Data samples N of each split, train and test (the first N in dataset order; "
                                      "all of a smaller split): the loss and error are their means."),
     chunk_size: int = chunk_option(),
-    points_per_pass: Optional[int] = typer.Option(
+    points_per_pass: int | None = typer.Option(
         None, "--points-per-pass", min=1, metavar="K",
         help="Grid points per forward pass: memory and speed only. [default: as many as keep the activations "
              "within 512 MiB, at most 32]"),
@@ -60,8 +68,8 @@ def slice_command(
                                       help="Random directions: keep biases and BatchNorm parameters (each rescaled "
                                            "to the norm of its weights) instead of zeroing them as Li et al."),
     dtype: Precision = typer.Option(Precision.float32, "--dtype", help="Precision of the network evaluations."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", metavar="DIR", help="Where dataset files live."),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR",
+    data_dir: Path | None = typer.Option(None, "--data-dir", metavar="DIR", help="Where dataset files live."),
+    out: Path | None = typer.Option(None, "--out", metavar="DIR",
                                        help="Output folder [default: RUN/slice-NAME, NAME e.g. random-2d, "
                                             "hessian-1d, to-OTHER]."),
     force: bool = force_option(),

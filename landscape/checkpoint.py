@@ -113,20 +113,28 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     """
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"Checkpoint '{path}' does not exist: pass the checkpoint.pt of a run directory written by `landscape train`.")
+        raise CheckpointError(
+            f"Checkpoint '{path}' does not exist: pass the checkpoint.pt of a run directory written by `landscape "
+            "train`."
+        )
     if path.is_dir():
         candidate = path / "checkpoint.pt"
         if candidate.exists():
             path = candidate
         else:
-            raise CheckpointError(f"'{path}' is a directory without a checkpoint.pt: pass a run directory written by `landscape train` or the checkpoint file itself.")
+            raise CheckpointError(
+                f"'{path}' is a directory without a checkpoint.pt: pass a run directory written by `landscape train` "
+                "or the checkpoint file itself."
+            )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         message = str(err)
-        match = re.search(r"unsupported GLOBAL ([\w.]+)", message, re.IGNORECASE) or re.search(r"GLOBAL ([\w.]+)", message)
+        match = re.search(r"unsupported GLOBAL ([\w.]+)", message, re.IGNORECASE) or re.search(
+            r"GLOBAL ([\w.]+)", message
+        )
         if match:
             # weights_only refuses any global (class, function) the file asks for.
             raise CheckpointError(
@@ -134,11 +142,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
                 "only landscape checkpoints (tensors and plain values) are accepted."
             ) from None
         raise CheckpointError(
-            f"'{path}' is not a readable checkpoint (corrupt, truncated, or not a PyTorch file); re-create it with `landscape train`."
+            f"'{path}' is not a readable checkpoint (corrupt, truncated, or not a PyTorch file); re-create it with "
+            "`landscape train`."
         ) from None
     except Exception as err:  # torch's legacy loader raises KeyError/IndexError on garbage
         raise CheckpointError(
-            f"'{path}' is not a readable checkpoint (corrupt or truncated: {type(err).__name__}); re-create it with `landscape train`."
+            f"'{path}' is not a readable checkpoint (corrupt or truncated: {type(err).__name__}); re-create it with "
+            "`landscape train`."
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
@@ -148,7 +158,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     version = payload.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
-            f"'{path}' has checkpoint format version {version!r}, newer than this landscape understands ({FORMAT_VERSION}): upgrade landscape."
+            f"'{path}' has checkpoint format version {version!r}, newer than this landscape understands "
+            f"({FORMAT_VERSION}): upgrade landscape."
         )
     for key in ("model", "state_dict"):
         if key not in payload:
@@ -162,6 +173,23 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return payload
 
 
+def check_finite_weights(payload: dict) -> None:
+    """Refuse a checkpoint whose weights or floating buffers hold NaN or infinity (a diverged run's):
+    every measurement on it would be NaN, and the error would otherwise surface far from its cause."""
+    bad = [
+        name
+        for name, tensor in payload["state_dict"].items()
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise CheckpointError(
+            f"'{payload.get('path')}' has non-finite weights (NaN or infinity in {bad[0]}{more}): the "
+            "run that wrote it diverged; use a checkpoint from before, or train again with a lower "
+            "--lr."
+        )
+
+
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model stored in a checkpoint and return ``(model, meta)``.
 
@@ -172,15 +200,19 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     from landscape.models import build_model
 
     payload = read_checkpoint(path)
+    check_finite_weights(payload)
     spec = payload["model"]
     try:
-        model = build_model(spec["name"], tuple(spec["input_shape"]), int(spec["num_classes"]), **dict(spec.get("kwargs") or {}))
+        model = build_model(
+            spec["name"], tuple(spec["input_shape"]), int(spec["num_classes"]), **dict(spec.get("kwargs") or {})
+        )
         model.load_state_dict(payload["state_dict"], strict=True)
     except LandscapeError:
         raise
     except (KeyError, TypeError, RuntimeError) as err:
         raise CheckpointError(
-            f"'{payload['path']}' does not match the model it names ({spec.get('name')!r}): {str(err).splitlines()[0][:160]}."
+            f"'{payload['path']}' does not match the model it names ({spec.get('name')!r}): "
+            f"{str(err).splitlines()[0][:160]}."
         ) from None
     model.to(device).eval()
     meta = {k: v for k, v in payload.items() if k != "state_dict"}

@@ -2,7 +2,7 @@
 
 One definition of "the loss" for the whole toolkit: the mean cross-entropy over all
 predicted positions (one per sample for classifiers, one per token for sequence models).
-Curvature stages (DESIGN.md sec. 4) take the mean of this over their N samples.
+Curvature stages (docs/design.md sec. 4) take the mean of this over their N samples.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = 
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    dataset: "Dataset",
+    dataset: Dataset,
     *,
     device: torch.device | str = "cpu",
     batch_size: int = 1000,

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 
 def _clock(seconds: float) -> str:
@@ -38,7 +39,7 @@ class LineProgress:
         self._tasks: dict[int, dict] = {}
         self._next_id = 0
 
-    def __enter__(self) -> "LineProgress":
+    def __enter__(self) -> LineProgress:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -103,7 +104,14 @@ def make_progress(enabled: bool, unit: str, *, status: bool = False, interval: f
     if enabled and not sys.stderr.isatty():
         return LineProgress(unit, interval=interval)
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
@@ -132,3 +140,36 @@ class Throttled:
         if now - self.last >= self.interval:
             self.last = now
             self.log(message)
+
+
+class Ticks:
+    """Progress of a stage's loops: one live display with a bar per loop when ``bar``
+    (:func:`make_progress`), otherwise a line per update to ``log`` with the time left
+    (which :class:`Throttled` can thin out)."""
+
+    def __init__(self, bar: bool, log: Callable[[str], None]):
+        self.bar, self.log = bar, log
+        self._display = None
+
+    def __enter__(self) -> Ticks:
+        if self.bar:
+            self._display = make_progress(True, "").__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._display is not None:
+            self._display.__exit__(*exc)
+
+    def loop(self, description: str) -> Callable[[int, int], None]:
+        """An ``update(done, total)`` for one loop."""
+        if self._display is not None:
+            task = self._display.add_task(description, total=None)
+            return lambda done, total: self._display.update(task, completed=done, total=total)
+        start = time.monotonic()
+
+        def line(done: int, total: int) -> None:
+            elapsed = time.monotonic() - start
+            self.log(f"  {description}: {done}/{total}, {elapsed:.0f} s elapsed, about "
+                     f"{elapsed / max(done, 1) * (total - done):.0f} s to go")
+
+        return line

@@ -23,9 +23,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from landscape.errors import LandscapeError
 from landscape.io import write_json
@@ -74,6 +74,7 @@ class Step:
     run: Callable[[], None]
     done: Callable[[], bool]
     run_dir: Path | None = None
+    disk_bytes: Callable[[], int] | None = None  # the largest file it writes, for the dry-run total
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Plan:
     report_dirs: list[Path] = field(default_factory=list)
     progress: bool = False  # progress bars / timed lines inside long steps (set by reproduce())
     log: Callable[[str], None] = print  # where those lines go (set by reproduce())
+    train_configs: dict = field(default_factory=dict)  # run_dir -> TrainConfig (sizes for the dry run)
 
     def has(self, run_dir: Path, name: str) -> bool:
         """Whether a step ``name`` on ``run_dir`` is planned already (targets share runs: plan it once)."""
@@ -135,27 +137,87 @@ def _train_step(plan: Plan, target: str, run_dir: Path, config_kwargs: dict, dev
                                      f"{wanted.get(key)!r}); pass another --runs folder or delete that run.")
 
     def finished() -> bool:
+        """The checkpoint's own epoch is the one asked for, and its metrics row is written (a run killed
+        between the two is resumed, which writes the row); a damaged metrics file is left to the
+        resume, which names it."""
         check_same_run()
-        metrics = run_dir / "metrics.jsonl"
-        if not (metrics.exists() and (run_dir / "checkpoint.pt").exists()):
+        checkpoint, metrics = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
+        if not (metrics.exists() and checkpoint.exists()) or _checkpoint_epoch(checkpoint) != config.epochs:
             return False
-        lines = [line for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return bool(lines) and json.loads(lines[-1]).get("epoch") == config.epochs
+        try:
+            lines = [line for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+            last = json.loads(lines[-1]) if lines else None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        return isinstance(last, dict) and last.get("epoch") == config.epochs
 
     def run() -> None:
         partial = (run_dir / "checkpoint.pt").exists() and (run_dir / "config.json").exists()
-        train(config, resume=partial, progress=plan.progress)
+        # no checkpoint: nothing trained to keep (check_same_run vouched for the folder), start over
+        train(config, resume=partial, overwrite=not (run_dir / "checkpoint.pt").exists(), progress=plan.progress)
 
     options = " ".join([f"{_flag(k, 'train')} {_flag_value(v)}" for k, v in config_kwargs.items()
                         if k not in ("model", "dataset", "optimizer", "model_kwargs")]
                        + [f"--model-arg {k}={v}" for k, v in config_kwargs.get("model_kwargs", {}).items()])
     command = (f"landscape train --model {config.model} --dataset {config.dataset} --optimizer {config.optimizer} "
                f"{options} --out {run_dir}")
+    plan.train_configs.setdefault(run_dir, config)
     if not plan.has(run_dir, "train"):
         plan.steps.append(Step(target, "train", command, run, finished, run_dir))
     if run_dir not in plan.report_dirs:
         plan.report_dirs.append(run_dir)
     return run_dir
+
+
+_EPOCHS: dict[tuple, int | None] = {}
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    """The epoch a checkpoint holds (None if unreadable), read once per version of the file."""
+    from landscape.checkpoint import read_checkpoint
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _EPOCHS:
+        try:
+            epoch = read_checkpoint(path).get("epoch")
+        except LandscapeError:
+            epoch = None
+        _EPOCHS[key] = epoch if isinstance(epoch, int) else None
+    return _EPOCHS[key]
+
+
+def _parameter_count(plan: Plan, run_dir: Path) -> int:
+    """Trainable parameters of the run's model, without training it (one small build on the CPU)."""
+    from landscape.data import load_dataset
+    from landscape.models import build_model, count_parameters
+
+    config = plan.train_configs[run_dir]
+    kwargs = {k: v for k, v in {"seq_len": config.seq_len, "vocab": config.vocab}.items() if v is not None}
+    data = load_dataset(config.dataset, "test", config.data_dir, **kwargs)
+    return count_parameters(build_model(config.model, data.input_shape, data.num_classes, seed=0,
+                                        **config.model_kwargs))
+
+
+def _disk_plan(the_plan: Plan, runs_dir: Path) -> str:
+    """One line: the disk the exact spectra still to run need (each matrix is removed after its solve,
+    so the largest one is the peak) against what is free where the runs go."""
+    from landscape.resources import format_bytes, free_disk
+
+    sizes = []
+    for step in the_plan.steps:
+        if step.disk_bytes is not None and not step.done():
+            try:
+                sizes.append(step.disk_bytes())
+            except LandscapeError as err:
+                return f"disk: cannot size {step.command} ({err})"
+    free = free_disk(runs_dir)
+    line = (f"disk: {len(sizes)} exact spectra to run need up to {format_bytes(max(sizes, default=0))} at once "
+            f"({format_bytes(sum(sizes))} written in all, each matrix removed after its solve)"
+            + (f"; {format_bytes(free)} free in {runs_dir}" if free is not None else ""))
+    if free is not None and sizes and max(sizes) > free:
+        line += ": the largest will be refused there (pass --runs on a larger disk)"
+    return line
 
 
 def _fresh(artifact: Path, run_dir: Path) -> bool:
@@ -173,10 +235,17 @@ def _spectrum_step(plan: Plan, target: str, run_dir: Path, method: str, device: 
     if plan.has(run_dir, f"spectrum {method}"):
         return
     flags = " ".join(f"{_flag(k, 'spectrum')} {v}" for k, v in options.items())
-    plan.steps.append(Step(target, f"spectrum {method}",
-                           f"landscape spectrum {run_dir / 'checkpoint.pt'} --method {method} {flags}".strip(),
-                           lambda: compute_spectrum(config, progress=plan.progress),
-                           lambda: _fresh(out / "spectrum.json", run_dir), run_dir))
+    plan.steps.append(
+        Step(
+            target,
+            f"spectrum {method}",
+            f"landscape spectrum {run_dir / 'checkpoint.pt'} --method {method} {flags}".strip(),
+            lambda: compute_spectrum(config, progress=plan.progress),
+            lambda: _fresh(out / "spectrum.json", run_dir),
+            run_dir,
+            disk_bytes=(lambda: _parameter_count(plan, run_dir) ** 2 * 8) if method == "exact" else None,
+        )
+    )
 
 
 def _flatness_step(plan: Plan, target: str, run_dir: Path, measure: str, device: str, data_dir, **options) -> None:
@@ -274,8 +343,20 @@ def _fig3_full(result: Plan, config: ReproduceConfig, settings: dict, root: Path
         samples = kwargs.pop("spectrum_samples", settings["samples"])
         for seed in settings["seeds"]:
             run_dir = root / f"char-lstm-{optimizer}-s{seed}"
-            _train_step(result, "fig3", run_dir, {"model": "char-lstm", "dataset": f"text:{Path(config.text).resolve()}",
-                                                  "optimizer": optimizer, "seed": seed, **kwargs}, device, data_dir)
+            _train_step(
+                result,
+                "fig3",
+                run_dir,
+                {
+                    "model": "char-lstm",
+                    "dataset": f"text:{Path(config.text).resolve()}",
+                    "optimizer": optimizer,
+                    "seed": seed,
+                    **kwargs,
+                },
+                device,
+                data_dir,
+            )
             _spectrum_step(result, "fig3", run_dir, "exact", device, data_dir, samples=samples)
     missing = _dataset_available("cifar10", data_dir)
     if missing:
@@ -290,96 +371,124 @@ def _fig3_full(result: Plan, config: ReproduceConfig, settings: dict, root: Path
         _spectrum_step(result, "fig3", run_dir, "fisher-diag", device, data_dir, samples=settings["samples"])
 
 
-def plan(config: ReproduceConfig, settings: dict | None = None) -> Plan:
-    """The steps ``config`` asks for, in order, without running anything.
+@dataclass
+class _Planner:
+    """Adds the steps of each target to ``result``; targets share runs (each planned once)."""
 
-    ``settings`` replaces entries of the scale's table (:data:`QUICK` / :data:`FULL`),
-    e.g. a smaller population; the runs directory should then differ from the default.
-    """
-    from landscape.train import DEFAULT_LR
+    config: ReproduceConfig
+    settings: dict
+    result: Plan
 
-    settings = {**(QUICK if config.scale == "quick" else FULL), **(settings or {})}
-    dataset = config.dataset or settings["dataset"]
-    root = config.runs_dir
-    result = Plan()
-    wanted = TARGETS[:-1] if config.target == "all" else (config.target,)
-    device, data_dir = config.device, config.data_dir
+    @property
+    def dataset(self) -> str:
+        return self.config.dataset or self.settings["dataset"]
 
-    missing = _dataset_available(dataset, data_dir) if dataset != "digits" else None
-    if missing:
-        result.skipped.append(f"{dataset}: {missing}")
+    @property
+    def root(self) -> Path:
+        return self.config.runs_dir
 
-    def model_for(name: str) -> str:
-        return "small-mnistfc" if dataset == "digits" else name
+    def model_for(self, name: str) -> str:
+        """The paper's model, or small-mnistfc on the 8x8 digits (too small for the others)."""
+        return "small-mnistfc" if self.dataset == "digits" else name
 
-    def table1_runs() -> None:
-        for model in settings.get("table1_models", ("small-mnistfc",)):
-            model = model_for(model)
-            for optimizer, kwargs in settings["table1"].items():
-                for seed in settings["seeds"]:
-                    run_dir = root / f"{model}-{optimizer}-s{seed}"
-                    _train_step(result, "table1", run_dir, {"model": model, "dataset": dataset,
-                                                            "optimizer": optimizer, "seed": seed, **kwargs},
-                                device, data_dir)
+    def train(self, target: str, run_dir: Path, **kwargs) -> Path:
+        return _train_step(self.result, target, run_dir, {"dataset": self.dataset, **kwargs}, self.config.device,
+                           self.config.data_dir)
 
-    spectrum_training = settings.get("spectrum_training", {"optimizer": "sgd", **settings["table1"].get("sgd", {})})
+    def spectrum(self, target: str, run_dir: Path, method: str, **options) -> None:
+        _spectrum_step(self.result, target, run_dir, method, self.config.device, self.config.data_dir,
+                       samples=self.settings["samples"], **options)
 
-    def sgd_minimum(target: str, model: str, seed: int) -> Path:
-        kwargs = dict(spectrum_training)
+    def sgd_minimum(self, target: str, model: str, seed: int) -> Path:
+        kwargs = dict(self.settings.get("spectrum_training",
+                                        {"optimizer": "sgd", **self.settings["table1"].get("sgd", {})}))
         optimizer = kwargs.pop("optimizer")
-        run_dir = root / f"{model}-{optimizer}-s{seed}"
-        _train_step(result, target, run_dir, {"model": model, "dataset": dataset, "optimizer": optimizer,
-                                              "seed": seed, **kwargs}, device, data_dir)
-        return run_dir
+        return self.train(target, self.root / f"{model}-{optimizer}-s{seed}", model=model, optimizer=optimizer,
+                          seed=seed, **kwargs)
 
-    if missing is None:
-        if "table1" in wanted:
-            table1_runs()
-        if "fig1" in wanted:
-            # Fig. 1: exact Hessian spectra at two SGD minima (small-lenet in the paper; small-mnistfc on 8x8 digits)
-            for seed in settings["seeds"]:
-                run_dir = sgd_minimum("fig1", model_for("small-lenet"), seed)
-                _spectrum_step(result, "fig1", run_dir, "exact", device, data_dir, samples=settings["samples"])
-        if "fig3" in wanted:
-            model = model_for("small-mnistfc")
-            for seed in settings["seeds"]:
-                run_dir = sgd_minimum("fig3", model, seed)
-                _spectrum_step(result, "fig3", run_dir, "exact", device, data_dir, samples=settings["samples"])
-            first = root / f"{model}-sgd-s{settings['seeds'][0]}"
-            _spectrum_step(result, "fig3", first, "lanczos", device, data_dir, samples=settings["samples"], k=20)
-            _spectrum_step(result, "fig3", first, "slq", device, data_dir, samples=settings["samples"])
-            _spectrum_step(result, "fig3", first, "fisher-diag", device, data_dir, samples=settings["samples"])
-        if "correlation" in wanted:
-            population = settings["population"]
-            model = model_for("small-mnistfc")
-            for optimizer, epochs in population["optimizers"].items():
-                for factor in population["lr_factors"]:
-                    lr = DEFAULT_LR[optimizer] * factor
-                    for batch in population["batch_sizes"]:
-                        for seed in population["seeds"]:
-                            run_dir = root / "population" / f"{optimizer}-lr{lr:g}-b{batch}-s{seed}"
-                            _train_step(result, "correlation", run_dir,
-                                        {"model": model, "dataset": dataset, "optimizer": optimizer, "lr": lr,
-                                         "batch_size": batch, "seed": seed, "epochs": epochs}, device, data_dir)
-                            for measure in settings["measures"]:
-                                options = {"data_samples": settings["flatness_samples"]}
-                                if measure == "local-entropy":
-                                    # Laplace from SLQ + CG (Sec. 4.1's saddle point), the scopes of Fig. 2
-                                    options.update(method="laplace", gammas=(1.0, 10.0, 100.0))
-                                _flatness_step(result, "correlation", run_dir, measure, device, data_dir, **options)
-    if "fig3" in wanted and config.scale == "full":
-        # Fig. 3b and 3c bring their own data (a text file, CIFAR-10): planned whether or not the scale's images load
-        _fig3_full(result, config, settings, root)
-    if "fig2" in wanted:
+    def table1(self) -> None:
+        for model in map(self.model_for, self.settings.get("table1_models", ("small-mnistfc",))):
+            for optimizer, kwargs in self.settings["table1"].items():
+                for seed in self.settings["seeds"]:
+                    self.train("table1", self.root / f"{model}-{optimizer}-s{seed}", model=model,
+                               optimizer=optimizer, seed=seed, **kwargs)
+
+    def fig1(self) -> None:
+        """Exact Hessian spectra at two SGD minima (small-lenet in the paper)."""
+        for seed in self.settings["seeds"]:
+            self.spectrum("fig1", self.sgd_minimum("fig1", self.model_for("small-lenet"), seed), "exact")
+
+    def fig3(self) -> None:
+        """Fig. 3a's exact spectra, and Lanczos / SLQ / the Fisher diagonal on the first of its minima."""
+        model = self.model_for("small-mnistfc")
+        for seed in self.settings["seeds"]:
+            self.spectrum("fig3", self.sgd_minimum("fig3", model, seed), "exact")
+        first = self.root / f"{model}-sgd-s{self.settings['seeds'][0]}"
+        self.spectrum("fig3", first, "lanczos", k=20)
+        self.spectrum("fig3", first, "slq")
+        self.spectrum("fig3", first, "fisher-diag")
+
+    def correlation(self) -> None:
+        """The population (optimizer x learning rate x batch size x seed), every flatness measure on each."""
+        from landscape.train import DEFAULT_LR
+
+        population = self.settings["population"]
+        grid = [(optimizer, epochs, DEFAULT_LR[optimizer] * factor, batch, seed)
+                for optimizer, epochs in population["optimizers"].items() for factor in population["lr_factors"]
+                for batch in population["batch_sizes"] for seed in population["seeds"]]
+        for optimizer, epochs, lr, batch, seed in grid:
+            run_dir = self.train("correlation", self.root / "population" / f"{optimizer}-lr{lr:g}-b{batch}-s{seed}",
+                                 model=self.model_for("small-mnistfc"), optimizer=optimizer, lr=lr,
+                                 batch_size=batch, seed=seed, epochs=epochs)
+            for measure in self.settings["measures"]:
+                _flatness_step(self.result, "correlation", run_dir, measure, self.config.device,
+                               self.config.data_dir, **self.flatness_options(measure))
+
+    def flatness_options(self, measure: str) -> dict:
+        options = {"data_samples": self.settings["flatness_samples"]}
+        if measure == "local-entropy":
+            # Laplace from SLQ + CG (Sec. 4.1's saddle point), the scopes of Fig. 2
+            options.update(method="laplace", gammas=(1.0, 10.0, 100.0))
+        return options
+
+    def fig2(self) -> None:
         from landscape.flatness.fig2 import write_fig2
 
-        fig_dir = root / "fig2"
+        fig_dir, result = self.root / "fig2", self.result
         result.steps.append(Step("fig2", "fig2", f"python -c \"from landscape.flatness.fig2 import write_fig2; "
                                                  f"write_fig2('{fig_dir}')\"",
                                  lambda: write_fig2(fig_dir, log=result.log if result.progress else None),
                                  lambda: (fig_dir / "fig2.json").exists(), fig_dir))
         result.report_dirs.append(fig_dir)
-    return result
+
+
+#: Targets that need the scale's image dataset, in the order they are planned.
+IMAGE_TARGETS = ("table1", "fig1", "fig3", "correlation")
+
+
+def plan(config: ReproduceConfig, settings: dict | None = None) -> Plan:
+    """The steps ``config`` asks for, in order, without running anything.
+
+    ``settings`` replaces entries of the scale's table (:data:`QUICK` / :data:`FULL`),
+    e.g. a smaller population; the runs directory should then differ from the default.
+    A target whose data are missing is listed in ``skipped`` with the reason; the steps
+    of the others (Fig. 3b's text, Fig. 2's toy energy) are planned all the same.
+    """
+    planner = _Planner(config, {**(QUICK if config.scale == "quick" else FULL), **(settings or {})}, Plan())
+    wanted = TARGETS[:-1] if config.target == "all" else (config.target,)
+    dataset = planner.dataset
+    missing = _dataset_available(dataset, config.data_dir) if dataset != "digits" else None
+    if missing:
+        planner.result.skipped.append(f"{dataset}: {missing}")
+    for target in IMAGE_TARGETS:
+        if target in wanted and missing is None:
+            getattr(planner, target)()
+    if "fig3" in wanted and config.scale == "full":
+        # Fig. 3b and 3c bring their own data (a text file, CIFAR-10): planned whether or not the scale's images load
+        _fig3_full(planner.result, config, planner.settings, planner.root)
+    if "fig2" in wanted:
+        planner.fig2()
+    return planner.result
 
 
 def reproduce(config: ReproduceConfig, *, log: Callable[[str], None] = print, dry_run: bool = False,
@@ -390,6 +499,7 @@ def reproduce(config: ReproduceConfig, *, log: Callable[[str], None] = print, dr
     terminal, a timed line every 30 s otherwise.
     """
     from landscape.report import build_report
+    from landscape.report.paper import target_title
 
     the_plan = plan(config, settings)
     the_plan.progress = progress
@@ -402,7 +512,12 @@ def reproduce(config: ReproduceConfig, *, log: Callable[[str], None] = print, dr
     if dry_run:
         for step in the_plan.steps:
             log(f"  [{'done' if step.done() else 'todo'}] {step.target}: {step.command}")
+        log(_disk_plan(the_plan, config.runs_dir))
         return None
+    from landscape.io import ensure_output_dir
+
+    ensure_output_dir(config.out_dir)  # an unwritable --out or --runs is found before the first training
+    ensure_output_dir(config.runs_dir, "--runs")
     start = time.perf_counter()
     timings = []
     failed_runs: set[Path] = set()
@@ -449,6 +564,6 @@ def reproduce(config: ReproduceConfig, *, log: Callable[[str], None] = print, dr
     # full scale: keep the small inputs beside the page (OUT/runs), so the published report can be
     # re-rendered, or extended with more runs, after the run directories are gone
     path = build_report(report_dirs, config.out_dir,
-                        title=f"landscape reproduce {config.target} ({config.scale})", log=log, extra=extra,
+                        title=target_title(config.target, config.scale), log=log, extra=extra,
                         archive=config.scale == "full")
     return path

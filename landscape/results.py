@@ -10,8 +10,8 @@ as equal, so upgrading never blocks a rerun with the same settings.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from landscape.errors import LandscapeError
 

@@ -33,13 +33,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from landscape import platform
 from landscape.checkpoint import checkpoint_dataset, load_checkpoint, package_versions
 from landscape.curvature.dense import MATRIX_FILE, STATE_FILE, dense_hessian, parse_workspace
 from landscape.curvature.diagonal import adam_fisher_diagonal, diagonal_fisher
 from landscape.curvature.operators import FisherOperator, GGNOperator, HessianOperator, make_batches
+from landscape.data.splits import select_samples
 from landscape.device import resolve_device
 from landscape.errors import LandscapeError
-from landscape.io import write_json, write_npz
+from landscape.io import ensure_output_dir, write_arrays_and_summary
 from landscape.losses import cross_entropy
 from landscape.progress import announce, make_progress
 from landscape.results import check_replaceable
@@ -126,20 +128,6 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def select_samples(dataset, n: int, seed: int | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """The first ``n`` samples in dataset order, or a seeded random subset."""
-    total = len(dataset)
-    if n > total:
-        raise LandscapeError(f"--samples {n} exceeds the {total} samples of the '{dataset.split}' split.")
-    if seed is None:
-        index = torch.arange(n)
-        rule = f"first {n} of the '{dataset.split}' split in dataset order"
-    else:
-        index = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
-        rule = f"{n} of the '{dataset.split}' split drawn with seed {seed}"
-    return dataset.inputs[index], dataset.targets[index], {"rule": rule, "indices_head": index[:10].tolist()}
-
-
 def build_operator(model, batches, config: SpectrumConfig, device, dtype):
     common = dict(mode=config.mode, dtype=dtype, device=device, params=list(config.params) if config.params else None)
     if config.operator == "hessian":
@@ -169,7 +157,7 @@ def compute_spectrum(config: SpectrumConfig, *, progress: bool = True, force: bo
     device = resolve_device(config.device)
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     model, meta = load_checkpoint(config.checkpoint, device=device)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_output_dir(out_dir)
     summary: dict = {
         "method": config.method,
         "operator": "fisher" if config.method == "fisher-diag" else config.operator,
@@ -183,6 +171,7 @@ def compute_spectrum(config: SpectrumConfig, *, progress: bool = True, force: bo
         "config": settings,
         "versions": package_versions(),
         "device": str(device),
+        "platform": platform.describe(),
     }
     arrays: dict[str, np.ndarray] = {}
 
@@ -212,7 +201,8 @@ def compute_spectrum(config: SpectrumConfig, *, progress: bool = True, force: bo
         summary["n_params"] = int(op.shape[0])
         summary["loss"] = op.loss()
         _run_method(op, config, out_dir, summary, arrays, progress)
-        summary["hvp_count"] = int(op.count)
+        # a solve after --build-only made no products itself: the build's count comes from its state file
+        summary["hvp_count"] = max(int(op.count), int(summary.get("build_hvp_count", 0)))
         if isinstance(op, HessianOperator):  # which exact scheme computed the products (timed choices)
             summary["product_schemes"] = {"single": op.hvp_method, "block": op.block_method,
                                           "cache_graph": op.cache_decision,
@@ -226,8 +216,7 @@ def compute_spectrum(config: SpectrumConfig, *, progress: bool = True, force: bo
         summary.update(spectrum_statistics(arrays["diagonal"]))
     summary["wall_s"] = time.perf_counter() - start
     summary["peak_rss_mb"] = peak_rss_mb()
-    write_npz(out_dir / "spectrum.npz", **arrays)
-    write_json(out_dir / "spectrum.json", summary)
+    write_arrays_and_summary(out_dir / "spectrum.npz", out_dir / "spectrum.json", arrays, summary)
     return out_dir, summary
 
 
@@ -269,9 +258,22 @@ def _run_lanczos(op, config: SpectrumConfig, summary: dict, arrays: dict, progre
 
 def _run_method(op, config: SpectrumConfig, out_dir: Path, summary: dict, arrays: dict, progress: bool) -> None:
     if config.method == "exact":
-        H = dense_hessian(op, out_dir, block_size=config.block_size, storage_dtype=config.storage_dtype, progress=progress,
-                          method=config.dense_method, workspace=parse_workspace(config.dense_workspace))
+        from landscape.resources import check_exact_spectrum
+
+        check_exact_spectrum(op.shape[0], out_dir / MATRIX_FILE, storage_dtype=config.storage_dtype,
+                             solve_dtype=config.dtype, solve=not config.build_only, eigensolver=config.eigensolver,
+                             device=op.device, workspace=parse_workspace(config.dense_workspace))
+        H = dense_hessian(
+            op,
+            out_dir,
+            block_size=config.block_size,
+            storage_dtype=config.storage_dtype,
+            progress=progress,
+            method=config.dense_method,
+            workspace=parse_workspace(config.dense_workspace),
+        )
         state = json.loads((out_dir / STATE_FILE).read_text())
+        summary["build_hvp_count"] = int(state.get("hvp_count") or 0)
         if config.build_only:
             summary.update({"built": True, "dense_method": state.get("method"), "dense_build_s": state.get("build_s"),
                             "dense_check_rel_error": state.get("check_rel_error")})

@@ -28,15 +28,17 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from landscape.checkpoint import package_versions, read_checkpoint, save_checkpoint
-from landscape.data import Dataset, load_splits as load_data_splits
+from landscape.checkpoint import check_finite_weights, package_versions, read_checkpoint, save_checkpoint
+from landscape.data import Dataset
+from landscape.data import load_splits as load_data_splits
 from landscape.device import resolve_device
 from landscape.errors import LandscapeError, NonFiniteLossError
 from landscape.io import json_safe, write_json, write_text
@@ -146,17 +148,48 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise LandscapeError(f"Unknown training setting(s) {', '.join(unknown)} in the run's config.json.")
         d = dict(d)
+        for f in dataclasses.fields(cls):
+            if f.name in d:
+                _check_setting(f.name, str(f.type), d[f.name])
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
         if "lr_milestones" in d:
             d["lr_milestones"] = tuple(d["lr_milestones"])
         return cls(**d)
+
+
+def _check_setting(name: str, annotation: str, value: Any) -> None:
+    """One sentence when a saved setting does not have its field's type (e.g. ``"batch_size": "lots"``)."""
+    optional = annotation.endswith("| None")
+    base = annotation.removesuffix("| None").strip()
+    if value is None and optional:
+        return
+    number = (int, float)
+    if base == "bool":
+        ok = isinstance(value, bool)
+    elif base == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base == "float":
+        ok = isinstance(value, number) and not isinstance(value, bool)
+    elif base == "str":
+        ok = isinstance(value, str)
+    elif base == "dict":
+        ok = isinstance(value, dict)
+    elif base.startswith("tuple"):
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, number) and not isinstance(v, bool) for v in value)
+    else:
+        ok = True
+    if not ok:
+        kind = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+                "dict": "an object"}.get(base, "a list of numbers")
+        raise LandscapeError(f"The run's config.json has {name} = {json.dumps(value)}, which should be {kind}"
+                             f"{' or null' if optional else ''}: repair that entry or start a new run.")
 
 
 class BatchStream:
@@ -189,7 +222,12 @@ class BatchStream:
         return batch
 
     def state_dict(self) -> dict:
-        return {"perm": self._perm.clone(), "pos": self._pos, "passes": self.passes, "generator": self.generator.get_state()}
+        return {
+            "perm": self._perm.clone(),
+            "pos": self._pos,
+            "passes": self.passes,
+            "generator": self.generator.get_state(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self._perm = state["perm"].clone()
@@ -199,13 +237,29 @@ class BatchStream:
 
 
 def _read_metrics(path: Path) -> list[dict]:
+    """The rows of ``metrics.jsonl``; one sentence naming the file and line for a damaged one."""
     if not path.exists():
         return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise LandscapeError(f"Cannot read {path} ({getattr(err, 'strerror', None) or type(err).__name__}): repair "
+                             "it, or start the run again with --overwrite.") from None
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
-        if line:
-            rows.append(json.loads(line))
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        epoch = row.get("epoch") if isinstance(row, dict) else None
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            what = "a JSON object with an integer 'epoch'" if isinstance(row, dict) else "a JSON object"
+            raise LandscapeError(f"{path} line {number} is not {what}: remove or repair that line and resume, or "
+                                 "start the run again with --overwrite.")
+        rows.append(row)
     return rows
 
 
@@ -229,7 +283,11 @@ class TrainResult:
 
 def load_splits(config: TrainConfig) -> dict[str, Dataset]:
     """The train / val / test splits for a config (the val split is carved from train)."""
-    kwargs: dict[str, Any] = {"normalize": config.normalize, "preprocess": config.preprocess, "val_fraction": config.val_fraction}
+    kwargs: dict[str, Any] = {
+        "normalize": config.normalize,
+        "preprocess": config.preprocess,
+        "val_fraction": config.val_fraction,
+    }
     if config.seq_len is not None:
         kwargs["seq_len"] = config.seq_len
     if config.vocab is not None:
@@ -272,13 +330,20 @@ def _check_compatible(config: TrainConfig, model: nn.Module, train_set: Dataset)
         )
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if has_bn and min(config.batch_size, len(train_set)) < 2:
-        raise LandscapeError(f"Model '{config.model}' has BatchNorm, which cannot train on batches of one: use --batch-size 2 or more.")
+        raise LandscapeError(
+            f"Model '{config.model}' has BatchNorm, which cannot train on batches of one: use --batch-size 2 or more."
+        )
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Create the run directory; refuse to silently replace an existing run."""
     existing = [name for name in ("checkpoint.pt", "metrics.jsonl") if (run_dir / name).exists()]
     if existing and not resume:
+        if existing == ["metrics.jsonl"] and not overwrite:
+            raise LandscapeError(
+                f"'{run_dir}' holds metrics.jsonl but no checkpoint.pt (a run stopped before its first checkpoint, "
+                "so there is nothing to continue): start it again by rerunning this command with --overwrite."
+            )
         if not overwrite:
             raise LandscapeError(
                 f"'{run_dir}' already holds a run ({', '.join(existing)}): continue it with --resume, "
@@ -297,7 +362,9 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise LandscapeError(f"Cannot write the run directory '{run_dir}' ({err.strerror}): choose a writable --out.") from None
+        raise LandscapeError(
+            f"Cannot write the run directory '{run_dir}' ({err.strerror}): choose a writable --out."
+        ) from None
 
 
 def _all_finite(model: nn.Module) -> bool:
@@ -324,6 +391,47 @@ def _noise_generator(config: TrainConfig, device: torch.device, resume_from: Pat
         raise LandscapeError(str(err)) from err
 
 
+def _restore(ckpt_path: Path, config: TrainConfig, model: nn.Module, optimizer, scheduler, stream: BatchStream,
+             noise_generator: Generator, device: torch.device) -> dict:
+    """Load a checkpoint's training state into the fresh objects; returns its trainer state.
+
+    A checkpoint of another model or optimizer, or with missing pieces, is one sentence.
+    """
+    payload = read_checkpoint(ckpt_path)
+    if payload.get("trainer") is None or payload.get("optimizer") is None:
+        raise LandscapeError(f"Cannot resume from '{ckpt_path}': it holds no training state.")
+    from landscape.models import model_info
+
+    held = (payload.get("model") or {}).get("name")
+    if held != model_info(config.model).name:
+        raise LandscapeError(f"Cannot resume from '{ckpt_path}': it holds a {held!r} model but the run's config.json "
+                             f"trains {config.model!r}; pass the matching run directory, or start again with "
+                             "--overwrite.")
+    check_finite_weights(payload)
+    trainer = payload["trainer"]
+    try:
+        model.load_state_dict(payload["state_dict"])
+        optimizer.load_state_dict(payload["optimizer"]["state_dict"])
+        if payload.get("scheduler") is not None:
+            scheduler.load_state_dict(payload["scheduler"])
+        epoch = int(trainer["counters"]["epoch"])
+        stream.load_state_dict(trainer["stream"])
+        noise_generator.set_state(trainer["noise_generator"])
+        torch.set_rng_state(trainer["torch_rng"])
+        if "cuda_rng" in trainer and device.type == "cuda":
+            torch.cuda.set_rng_state(trainer["cuda_rng"], device)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+        first = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise LandscapeError(f"Cannot resume from '{ckpt_path}': its training state does not fit this run's model, "
+                             f"optimizer or settings ({first}); start again with --overwrite.") from None
+    if epoch > config.epochs:
+        raise LandscapeError(
+            f"The run in '{ckpt_path.parent}' has already trained {epoch} epochs: pass --epochs larger than that "
+            "to continue it."
+        )
+    return trainer
+
+
 def train(
     config: TrainConfig,
     *,
@@ -335,9 +443,10 @@ def train(
     """Train ``config.model`` on ``config.dataset`` with ``config.optimizer``.
 
     Writes ``config.json`` at the start, a checkpoint of the initialisation (epoch 0),
-    and after every outer epoch a metrics row and a new checkpoint, each atomically:
-    Ctrl-C or a crash leaves the last complete epoch intact and ``resume=True``
-    continues from it bit-identically on the same device. A NaN or infinite training
+    and after every outer epoch a new checkpoint and then the metrics row announcing it,
+    each atomically: Ctrl-C or a crash leaves the last complete epoch intact and
+    ``resume=True`` continues from it bit-identically on the same device (restoring the
+    metrics row from the checkpoint when the kill fell between the two writes). A NaN or infinite training
     loss stops the run with :class:`NonFiniteLossError`; the last good checkpoint stays.
     """
     log = log or (lambda msg: None)
@@ -378,7 +487,9 @@ def train(
         sam_base=config.sam_base,
         generator=noise_generator,
     )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(config.lr_milestones), gamma=config.lr_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(config.lr_milestones), gamma=config.lr_decay
+    )
     stream = BatchStream(n_train, config.batch_size, data_generator)
     steps_per_epoch = math.ceil(n_train / stream.batch_size)
     fresh = closure_fresh_batch(optimizer)
@@ -401,7 +512,9 @@ def train(
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
         return state
 
-    def checkpoint() -> None:
+    def checkpoint(row: dict) -> None:
+        # the row announcing this epoch travels in the checkpoint: metrics.jsonl is written after
+        # it, and a run killed between the two gets the row back on --resume
         save_checkpoint(
             ckpt_path,
             model,
@@ -412,7 +525,7 @@ def train(
             step=counters["step"],
             epoch=counters["epoch"],
             config=config.to_dict(),
-            trainer=trainer_state(),
+            trainer={**trainer_state(), "metrics_row": json_safe(row)},
         )
 
     def eval_row() -> dict:
@@ -436,26 +549,17 @@ def train(
 
     if resume:
         if not ckpt_path.exists():
-            raise LandscapeError(f"Cannot resume: '{ckpt_path}' does not exist; start the run without --resume.")
-        payload = read_checkpoint(ckpt_path)
-        if payload.get("trainer") is None or payload.get("optimizer") is None:
-            raise LandscapeError(f"Cannot resume from '{ckpt_path}': it holds no training state.")
-        model.load_state_dict(payload["state_dict"])
-        optimizer.load_state_dict(payload["optimizer"]["state_dict"])
-        if payload.get("scheduler") is not None:
-            scheduler.load_state_dict(payload["scheduler"])
-        trainer = payload["trainer"]
-        if int(trainer["counters"]["epoch"]) > config.epochs:
-            raise LandscapeError(
-                f"The run in '{run_dir}' has already trained {trainer['counters']['epoch']} epochs: pass --epochs larger than that to continue it."
-            )
+            hint = ("rerun this command with --overwrite instead of --resume (the run stopped before its first "
+                    "checkpoint)" if metrics_path.exists() else "start the run without --resume")
+            raise LandscapeError(f"Cannot resume: '{ckpt_path}' does not exist; {hint}.")
+        trainer = _restore(ckpt_path, config, model, optimizer, scheduler, stream, noise_generator, device)
         counters.update(trainer["counters"])
-        stream.load_state_dict(trainer["stream"])
-        noise_generator.set_state(trainer["noise_generator"])
-        torch.set_rng_state(trainer["torch_rng"])
-        if "cuda_rng" in trainer and device.type == "cuda":
-            torch.cuda.set_rng_state(trainer["cuda_rng"], device)
         rows = [r for r in _read_metrics(metrics_path) if r["epoch"] <= counters["epoch"]]
+        saved_row = trainer.get("metrics_row")
+        if isinstance(saved_row, dict) and saved_row.get("epoch") == counters["epoch"] and (
+                not rows or rows[-1]["epoch"] < counters["epoch"]):
+            rows.append(saved_row)  # killed after the checkpoint, before its metrics row
+            _write_metrics(metrics_path, rows)
         log(f"Resuming {run_dir} from epoch {counters['epoch']} (step {counters['step']}).")
     else:
         rows = []
@@ -473,8 +577,8 @@ def train(
     )
     if not rows:
         rows = [eval_row()]
+        checkpoint(rows[-1])
         _write_metrics(metrics_path, rows)
-        checkpoint()
 
     def closure_for(batch_source: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
         def closure() -> torch.Tensor:
@@ -500,7 +604,10 @@ def train(
     try:
         with progress_bar:
             task = progress_bar.add_task(
-                f"{config.optimizer} {config.model}", total=total_steps, completed=counters["epoch"] * steps_per_epoch, status=""
+                f"{config.optimizer} {config.model}",
+                total=total_steps,
+                completed=counters["epoch"] * steps_per_epoch,
+                status="",
             )
             while counters["epoch"] < config.epochs:
                 epoch_start = time.perf_counter()
@@ -515,8 +622,10 @@ def train(
                     loss_value = float(loss)
                     if not math.isfinite(loss_value):
                         raise NonFiniteLossError(
-                            f"The training loss became {loss_value} at epoch {counters['epoch'] + 1}, step {counters['step']}; "
-                            f"the last good checkpoint (epoch {counters['epoch']}) is kept in {ckpt_path}: lower --lr and train again."
+                            f"The training loss became {loss_value} at epoch {counters['epoch'] + 1}, step "
+                            f"{counters['step']}; "
+                            f"the last good checkpoint (epoch {counters['epoch']}) is kept in {ckpt_path}: lower "
+                            "--lr and train again."
                         )
                     progress_bar.update(task, advance=1, status=f"loss {loss_value:.4f}")
                 scheduler.step()
@@ -526,19 +635,22 @@ def train(
                 if not _all_finite(model) or not all(math.isfinite(row[k]) for k in ("train_loss", "val_loss")):
                     # the last update of the epoch diverged: never save it as "good"
                     raise NonFiniteLossError(
-                        f"The model diverged in epoch {counters['epoch']} (non-finite weights or loss at its end); the last "
-                        f"good checkpoint (epoch {counters['epoch'] - 1}) is kept in {ckpt_path}: lower --lr and train again."
+                        f"The model diverged in epoch {counters['epoch']} (non-finite weights or loss at its end); "
+                        "the last "
+                        f"good checkpoint (epoch {counters['epoch'] - 1}) is kept in {ckpt_path}: lower --lr and "
+                        "train again."
                     )
                 rows.append(row)
+                checkpoint(row)  # on disk before the metrics row that announces it
                 _write_metrics(metrics_path, rows)
-                checkpoint()
                 summary = f"val_error {row['val_error']:.4f}"
                 if "val_perplexity" in row:
                     summary = f"val_ppl {row['val_perplexity']:.3f}"
                 progress_bar.update(task, status=f"epoch {counters['epoch']}: {summary}")
                 log(
                     f"epoch {counters['epoch']:>3}  eff. epochs {row['effective_epochs']:8.2f}  "
-                    f"train_loss {row['train_loss']:.4f}  val_error {row['val_error']:.4f}  test_error {row['test_error']:.4f}"
+                    f"train_loss {row['train_loss']:.4f}  val_error {row['val_error']:.4f}  test_error "
+                    f"{row['test_error']:.4f}"
                 )
     finally:
         model.eval()

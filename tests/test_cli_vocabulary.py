@@ -44,6 +44,7 @@ def test_top_k_lanczos_names_ritz_values_and_no_lambda_min(run_dir, eigenvalues,
     assert result.exit_code == 0, result.output
     info = json.loads((tmp_path / "la" / "spectrum.json").read_text())
     assert "lambda_min" not in info and info["which"] == "LA"
+    assert set(info["platform"]) >= {"heap", "mkl", "mkl_loaded", "torch_threads"}  # what was in force, recorded
     assert info["lambda_max"] == pytest.approx(eigenvalues[-1], rel=1e-9)
     # the smallest of the five top Ritz values is the 5th largest eigenvalue, far from the Hessian's minimum
     assert info["ritz_min"] == pytest.approx(eigenvalues[-5], rel=1e-8, abs=1e-12)
@@ -126,13 +127,13 @@ def test_version_and_help_fit_80_columns():
 
 @pytest.mark.parametrize("cpus, load, threads", [(2, 0.1, 2), (2, 0.6, 1), (2, 5.0, 1), (16, 3.2, 13), (1, 0.0, 1)])
 def test_threads_leave_the_busy_cores_to_others(cpus, load, threads):
-    from landscape.platform import choose_threads
+    from landscape.platform.threads import choose_threads
 
     assert choose_threads(cpus, load) == threads
 
 
 def test_cgroup_quota_caps_the_cores(tmp_path):
-    from landscape.platform import _quota_cpus
+    from landscape.platform.threads import _quota_cpus
 
     (tmp_path / "cpu.max").write_text("150000 100000\n")
     assert _quota_cpus(tmp_path / "cpu.max") == 1.5
@@ -142,7 +143,7 @@ def test_cgroup_quota_caps_the_cores(tmp_path):
 
 
 def test_proc_stat_counts_iowait_as_idle(tmp_path):
-    from landscape.platform import _cpu_times
+    from landscape.platform.threads import _cpu_times
 
     (tmp_path / "stat").write_text("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n")
     assert _cpu_times(tmp_path / "stat") == (150, 1000)
@@ -153,3 +154,69 @@ def test_k_beyond_the_parameters_is_said(run_dir, tmp_path):
     result = _spectrum(run_dir, "--method", "lanczos", "--k", "400", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert "asks for 400 eigenvalues of a 310-parameter operator" in result.output
+
+
+# every numeric option with the values it must refuse (bounds as declared in cli/app.py)
+_BAD_NUMBERS = {
+    ("spectrum", "--k"): "positive_int", ("spectrum", "--probes"): "positive_int",
+    ("spectrum", "--iters"): "positive_int", ("spectrum", "--samples"): "positive_int",
+    ("spectrum", "--chunk-size"): "positive_int", ("spectrum", "--max-probes"): "positive_int",
+    ("spectrum", "--tol"): "fraction", ("spectrum", "--trace-rel"): "fraction",
+    ("flatness", "--draws"): "positive_int", ("flatness", "--sgld-steps"): "positive_int",
+    ("flatness", "--burn-in"): "non_negative_int", ("flatness", "--epsilon"): "positive",
+    ("flatness", "--target"): "positive", ("flatness", "--beta"): "positive", ("flatness", "--gamma"): "positive",
+    ("train", "--lr"): "positive", ("train", "--weight-decay"): "non_negative", ("train", "--epochs"): "positive_int",
+    ("train", "--batch-size"): "positive_int", ("train", "--noise"): "non_negative",
+    ("train", "--momentum"): "fraction_from_0",
+}
+
+
+def _bad_value(kind):
+    from hypothesis import strategies as st
+
+    words = st.sampled_from(["nan", "inf", "-inf", "abc", "", "1e999", "0x10"])
+    if kind.endswith("_int"):
+        limit = 1 if kind == "positive_int" else 0
+        return st.one_of(st.integers(max_value=limit - 1).map(str), words, st.just("2.5"))
+    if kind == "fraction":
+        return st.one_of(st.floats(max_value=0.0).map(repr), st.floats(min_value=1.0).map(repr), words)
+    if kind == "fraction_from_0":
+        return st.one_of(st.floats(max_value=-1e-9).map(repr), st.floats(min_value=1.0).map(repr), words)
+    low = 0.0 if kind == "positive" else -1e-300
+    return st.one_of(st.floats(max_value=low, exclude_max=kind != "positive").filter(lambda v: v < 0 or
+                                                                                       kind == "positive").map(repr),
+                     words)
+
+
+def test_generated_bad_numbers_end_in_one_sentence_before_any_work(run_dir, tmp_path_factory):
+    """Property: every numeric option refuses out-of-range, non-finite and non-numeric values with exit
+    status 2, no traceback and nothing written (hypothesis, derandomised in CI)."""
+    import os
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    cases = st.sampled_from(sorted(_BAD_NUMBERS)).flatmap(
+        lambda key: st.tuples(st.just(key), _bad_value(_BAD_NUMBERS[key])))
+
+    @settings(max_examples=60, deadline=None, derandomize=os.environ.get("CI") == "true")
+    @given(cases)
+    def check(case):
+        (command, option), value = case
+        out = tmp_path_factory.mktemp("bad")
+        args = [command, *([str(run_dir)] if command != "train" else []), option, value, "--out", str(out / "o")]
+        if option in ("--epsilon", "--beta", "--gamma", "--target", "--sgld-steps", "--burn-in", "--draws"):
+            measure = {"--epsilon": "sharpness", "--target": "pac-bayes", "--draws": "pac-bayes"}.get(
+                option, "local-entropy")
+            args += ["--measure", measure]
+        if option in ("--trace-rel", "--max-probes"):
+            args += ["--method", "trace"]
+        if option in ("--probes", "--iters"):
+            args += ["--method", "slq"]
+        if option == "--noise":
+            args += ["--optimizer", "entropy-sgd"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output and not (out / "o").exists(), args
+
+    check()

@@ -225,7 +225,7 @@ def test_ggn_fast_path_resumes_and_survives_a_kill_inside_the_update(form, tmp_p
 
 
 def test_mkl_and_scipy_backends_agree():
-    from landscape import _mkl
+    from landscape.platform import mkl as _mkl
 
     if _mkl.load() is None:
         pytest.skip("Intel MKL not installed (pip install mkl)")
@@ -414,7 +414,10 @@ def test_torch_backend_solves_a_memmap_within_its_bound(tmp_path):
 _HEAP_PROBE = """
 import os, sys
 import numpy as np
-from landscape._heap import bound_heap
+from landscape.platform import configure
+from landscape.platform.heap import bound_heap
+
+configure(heap=sys.argv[1] != "dense-off")  # the command line turns the service on; the library leaves it off
 
 def rss():
     with open("/proc/self/statm") as f:
@@ -423,7 +426,7 @@ def rss():
 if sys.argv[1] == "bound":
     assert bound_heap()
 elif sys.argv[1] == "trim":  # small blocks below a live one: heap, not mmap, even with the bound
-    from landscape._heap import trim_heap
+    from landscape.platform.heap import trim_heap
     assert bound_heap()
     blocks = [np.ones(2**20 // 8) for _ in range(48)]  # 48 x 1 MiB, under the 4 MiB threshold
     pin = np.ones(4096)  # allocated above them: the heap's top cannot shrink past it
@@ -433,7 +436,7 @@ elif sys.argv[1] == "trim":  # small blocks below a live one: heap, not mmap, ev
     trim_heap()
     print((freed - base) / 2**20, (rss() - base) / 2**20)
     sys.exit()
-elif sys.argv[1] == "dense":  # a dense build sets it itself
+elif sys.argv[1] in ("dense", "dense-off"):  # a dense build sets it itself where the service is on
     import torch
     from landscape.curvature.dense import dense_hessian
     from landscape.curvature.operators import HessianOperator, make_batches
@@ -455,19 +458,19 @@ def test_dense_builds_bound_the_heap_so_freed_workspace_goes_back_to_the_kernel(
     """After a freed 24 MiB block, glibc serves 12 MiB from its heap and keeps it once freed;
     with the threshold fixed at 4 MiB (what dense builds set) it is mmapped and given back."""
     def retained(mode):
-        out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, mode], capture_output=True, text=True, check=True,
-                             env={**os.environ, "LANDSCAPE_HEAP": ""})
+        out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, mode], capture_output=True, text=True, check=True)
         return float(out.stdout.strip())
 
     assert retained("default") >= 11.0
     assert retained("bound") <= 1.0
     assert retained("dense") <= 1.0
+    assert retained("dense-off") >= 11.0  # without the platform service a build leaves the allocator alone
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/statm")
 def test_trimmer_trims_only_past_its_slack():
     """A Trimmer reads the resident set and trims only once it passed the last level by the slack."""
-    from landscape._heap import Trimmer, resident_bytes
+    from landscape.platform.heap import Trimmer, resident_bytes
 
     rss = resident_bytes()
     assert rss is not None and 10 * 2**20 < rss < 2**40  # this interpreter with torch loaded
@@ -507,8 +510,7 @@ def test_planning_the_fast_path_leaves_the_operator_s_block_scheme_unpicked():
 def test_trim_heap_returns_freed_small_blocks_that_the_bound_keeps():
     """Blocks under the mmap threshold come from the heap and stay resident when freed
     below a live allocation; trim_heap (malloc_trim) gives their pages back."""
-    out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, "trim"], capture_output=True, text=True, check=True,
-                         env={**os.environ, "LANDSCAPE_HEAP": ""})
+    out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, "trim"], capture_output=True, text=True, check=True)
     kept, trimmed = map(float, out.stdout.split())
     assert kept >= -8.0  # free() kept (almost) all 48 MiB resident
     assert trimmed <= kept - 40.0

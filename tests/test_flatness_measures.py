@@ -306,3 +306,23 @@ def test_a_parameter_name_that_matches_nothing_is_refused():
     net, data = trained_net(5)
     with pytest.raises(LandscapeError, match="nosuch"):
         local_energy(net, data, [0.1], samples=2, params=["4", "nosuch"])
+
+
+def test_local_energy_takes_any_mean_loss_callable():
+    """A loss without a reduction= argument (nn.MSELoss, a lambda) works: its batch means are weighted by
+    target counts, so the value is the mean over all targets (closed form: a linear model at its weights)."""
+    import torch
+    from torch import nn
+
+    from landscape.flatness.local_energy import local_energy
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2).double()
+    x = torch.randn(10, 3, dtype=torch.float64)
+    y = torch.randn(10, 2, dtype=torch.float64)
+    expected = float(((model(x) - y) ** 2).mean())
+    for loss in (nn.MSELoss(), lambda out, target: ((out - target) ** 2).mean()):
+        energy = local_energy(model, {"train": (x, y)}, (0.0,), samples=1, loss_fn=loss, batch_size=3)
+        base = energy.to_dict()["base"]["train"]
+        assert base["loss"] == pytest.approx(expected, rel=1e-12)
+        assert math.isnan(base["error"])  # real targets have no error rate

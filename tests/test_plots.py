@@ -33,7 +33,11 @@ def test_eigenspectrum_counts_and_annotations():
     assert _hist_total(negative) == [5] and _hist_total(positive) == [15]
     text = "\n".join(t.get_text() for t in ax.texts)
     assert "|λ|<1e-5: 70.0%" in text and "|λ|<1e-4: 70.0%" in text  # the 10 window values are >= 4/9e-3
-    assert "λmax=1" in text and "λmin=-0.3" in text
+    assert "λmax = 1," in text and "λmin = -0.3" in text
+    assert not any(t.get_fontfamily() == ["monospace"] for t in ax.texts)
+    assert min(t.get_fontsize() for t in ax.texts) >= 7
+    # headroom: the central peak (70 + 1 in one bin) stays well below the top of the frame
+    assert ax.get_ylim()[1] >= 10 * 71
     svg = svg_bytes(fig)
     assert svg.startswith(b"<svg") and b"http://www.w3.org/2000/svg" in svg  # namespace only, no metadata
     assert b"<metadata>" not in svg and b"creativecommons" not in svg
@@ -121,7 +125,54 @@ def test_exact_histogram_is_normalised_by_all_eigenvalues_on_the_log_grid():
     (stairs,) = [p for p in ax.patches]
     values, edges = stairs.get_data().values, stairs.get_data().edges
     assert float(np.sum(values * np.diff(edges))) == pytest.approx(0.4)  # the 40% that are drawn
-    assert "60 with |λ| ≤ 1e-12 left out" in stairs.get_label()
+    # what the panel cannot show is said ON the figure, with the counts
+    assert any("60 of 100 exact eigenvalues not shown" in t.get_text() for t in ax.texts)
+
+
+def test_eigenspectrum_without_a_tail_draws_no_empty_inset():
+    lam = np.concatenate([np.full(50, 1e-7), np.linspace(0.5, 1.0, 5)])  # nothing negative
+    fig, ax = new_figure()
+    draw_eigenspectrum(ax, [lam], ["sgd"], center_width=0.01)
+    assert len(ax.child_axes) == 1  # the positive tail only
+    assert any("no negative eigenvalue beyond" in t.get_text() for t in ax.texts)
+
+
+def test_optimizers_have_distinct_colour_blind_safe_colours_and_markers():
+    from matplotlib.colors import to_rgb
+
+    from landscape.plots.style import OKABE_ITO, OPTIMIZER_COLORS, OPTIMIZER_MARKERS, color_for, marker_for
+
+    palette = {to_rgb(c) for c in OKABE_ITO.values()}
+    colours = [tuple(c) for c in OPTIMIZER_COLORS.values()]
+    assert set(colours) <= palette and len(set(colours)) == len(colours)
+    assert set(OPTIMIZER_MARKERS) == set(OPTIMIZER_COLORS)
+    assert len(set(OPTIMIZER_MARKERS.values())) == len(OPTIMIZER_MARKERS)
+    # Entropy-SGD and SAM: far apart in lightness too (they were two similar pastel hues)
+    def lightness(c):
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+
+    assert abs(lightness(color_for("entropy-sgd")) - lightness(color_for("sam"))) > 0.25
+    assert marker_for("entropy-sgd (lr=1)") != marker_for("sam (lr=0.1)")
+    assert color_for("entropy-sgd") != color_for("sgd")  # the longest matching name wins
+
+
+def test_curves_carry_their_optimizer_markers_and_legends_stay_outside_the_axes():
+    rows = [{"epoch": e, "effective_epochs": e, "val_error": 0.1} for e in range(3)]
+    fig, ax = new_figure()
+    draw_training_curves(ax, {"entropy-sgd": [rows], "sam": [rows]}, "val_error")
+    assert [line.get_marker() for line in ax.get_lines()] == ["s", "X"]
+    fig.canvas.draw()
+    legend, frame = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= frame.x1  # beside the axes, not over the curves
+
+
+def test_correlation_axis_takes_the_power_of_ten_into_its_label():
+    fig, ax = new_figure()
+    draw_correlation(ax, [1e-4, 2e-4, -3e-4, 5e-4], [0.1, 0.2, 0.3, 0.4], name="ΔL σ=0.01")
+    assert ax.get_xlabel() == "ΔL σ=0.01 (×1e-4)"
+    fig.canvas.draw()
+    assert ax.xaxis.get_offset_text().get_text() == ""  # no offset text to collide with the label
+    assert len(ax.get_xticks()) <= 6
 
 
 def test_groups_of_one_optimizer_get_different_line_styles():

@@ -6,14 +6,26 @@ import json
 import numpy as np
 import pytest
 import torch
+from digits_reference import flat_loss, train_tiny_digits_run
 from torch import nn
 from typer.testing import CliRunner
 
-from digits_reference import flat_loss, train_tiny_digits_run
 from landscape.cli.app import app
-from landscape.slices import (SliceConfig, barrier_height, compute_slice, evaluate_points, evaluate_points_loop,
-                              filter_normalize, find_slices, hessian_directions, interpolation_grid, random_direction,
-                              read_slice, square_grid, weights_of)
+from landscape.slices import (
+    SliceConfig,
+    barrier_height,
+    compute_slice,
+    evaluate_points,
+    evaluate_points_loop,
+    filter_normalize,
+    find_slices,
+    hessian_directions,
+    interpolation_grid,
+    random_direction,
+    read_slice,
+    square_grid,
+    weights_of,
+)
 from landscape.slices.directions import direction_seeds
 
 runner = CliRunner()

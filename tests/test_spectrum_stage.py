@@ -145,7 +145,7 @@ def test_fisher_diagonal_empirical_and_adam_proxy(run_dir, reference):
 def test_spectrum_errors_are_one_sentence(run_dir, tmp_path):
     result = runner.invoke(app, ["spectrum", str(tmp_path / "missing.pt"), "--quiet"])
     assert result.exit_code == 2 and "does not exist" in result.output
-    result = runner.invoke(app, ["spectrum", str(run_dir), "--samples", "999999", "--quiet"])
+    result = runner.invoke(app, ["spectrum", str(run_dir), "--samples", "999999", "--quiet", "--out", str(tmp_path / "big")])
     assert result.exit_code == 2 and "exceeds" in result.output
     sgd = tmp_path / "sgd"
     train(TrainConfig(optimizer="sgd", epochs=1, out=str(sgd), device="cpu", model_kwargs={"hidden": 4}), progress=False)

@@ -100,7 +100,7 @@ def test_a_run_keeps_its_noise_stream_kind_when_resumed(tmp_path, monkeypatch):
     philox = train(_config(tmp_path, epochs=2, out=str(tmp_path / "philox"), **kw), progress=False)
     assert json.loads((tmp_path / "philox" / "config.json").read_text())["noise_rng_resolved"] == "mkl-philox4x32x10"
     assert _strip_wall(philox.metrics)[-1] != _strip_wall(straight.metrics)[-1]  # another stream, another run
-    monkeypatch.setattr("landscape._mkl.load", lambda: None)  # as on a machine without MKL
+    monkeypatch.setattr("landscape.platform.mkl.load", lambda: None)  # as on a machine without MKL
     with pytest.raises(LandscapeError, match="MKL's Philox stream"):
         train(_config(tmp_path, epochs=3, out=str(tmp_path / "philox"), **kw), resume=True, progress=False)
     with pytest.raises(LandscapeError, match="needs MKL"):

@@ -40,7 +40,7 @@ class LinearOperator:
         return self.matmat(v.reshape(-1, 1)).reshape(-1)
 
     def __matmul__(self, other):
-        if isinstance(other, torch.Tensor):  # first: the common case, a few microseconds per product count
+        if isinstance(other, torch.Tensor):  # first: the common case, microseconds count per product
             return self.matvec(other) if other.dim() == 1 else self.matmat(other)
         if not isinstance(other, np.ndarray):
             return NotImplemented

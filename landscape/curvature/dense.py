@@ -27,18 +27,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from landscape._heap import bound_heap, trim_heap
 from landscape.curvature.base import LinearOperator, as_operator
 from landscape.errors import LandscapeError
 from landscape.io import write_json
+from landscape.platform.heap import bound_heap, trim_heap
 from landscape.progress import make_progress
 
 MATRIX_FILE = "hessian.bin"
 STATE_FILE = "hessian.json"
-# workspace="auto" is max(AUTO_WORKSPACE_FLOOR, matrix / AUTO_WORKSPACE_DIVISOR): issue 6's
-# target is a peak of 1.2x the matrix; the budget bounds estimated temporaries, beside what a
-# build holds anyway (~8-14 MB on the conv benchmark) and the heap slack the trimmer allows
-# (half the budget). /10 gave 1.19-1.20x there at N = 256, /12 gives 1.12-1.17x
+# workspace="auto" is max(AUTO_WORKSPACE_FLOOR, matrix / AUTO_WORKSPACE_DIVISOR): the budget
+# bounds only the estimated temporaries, and the heap slack the trimmer allows (half the budget)
+# comes on top, so a smaller divisor lets a conv net's build pass 1.2x the matrix's size and a
+# larger one slows the rows pass with more, smaller vmapped calls.
 AUTO_WORKSPACE_FLOOR = 16 * 2**20
 AUTO_WORKSPACE_DIVISOR = 12
 
@@ -109,8 +109,8 @@ def dense_hessian(
 
     With ``out_dir`` the matrix lives in a memory-mapped file there and the build
     resumes; without it, in memory. ``storage_dtype`` float32 halves the disk and
-    memory (DESIGN: store in float32, solve in float64 errs by ~5e-9 on Hessians of
-    norm ~40; the GGN path needs float64 storage). ``max_blocks`` stops after that many
+    memory at the cost of float32 rounding in the stored entries (the solve still runs
+    in float64); the GGN path needs float64 storage. ``max_blocks`` stops after that many
     new work units (column blocks or GGN chunks: tests and time slicing). Returns the
     (possibly partial, see the state file) array. ``out`` (in-memory builds only): an
     (n, n) C-ordered array of the storage dtype to build into (zeroed first), e.g. one
@@ -118,13 +118,14 @@ def dense_hessian(
 
     ``workspace``: bytes the split form's temporaries may take (vmapped Jacobians of the
     rows pass, psi-Hessian block products), ``"auto"`` = max(16 MiB, matrix / 12), so a
-    build stays near the matrix's own size (issue 6's target is 1.2x), or ``None`` for the
-    fixed caps (128 samples per Jacobian call, 256 MiB per block product). Smaller chunks
-    mean more, smaller vmapped calls: the build is a little slower (see benchmarks/README).
+    build's peak stays near 1.2x the matrix's own size, or ``None`` for the fixed caps
+    (128 samples per Jacobian call, 256 MiB per block product). Smaller chunks mean
+    more, smaller vmapped calls: the build is a little slower (see benchmarks/README.md,
+    dense).
 
     The build fixes glibc's mmap threshold at 4 MiB for the process and trims glibc's
-    arenas between phases (:mod:`landscape._heap`): with glibc's defaults the heap kept
-    freed temporaries, and one conv-net build's workspace varied between 0.59 and 1.65 GB.
+    arenas between phases (:mod:`landscape.platform.heap`), because with glibc's defaults the
+    heap keeps freed temporaries and a build's peak would grow past its workspace budget.
     """
     from landscape.curvature import dense_ggn
 
@@ -170,7 +171,7 @@ def dense_hessian(
         if split is not None:
             columns = np.zeros(0, dtype=np.int64)  # every column outside L comes from the split form
             kind = "ggn-split"
-    trim_heap()  # the planning checks' products and Jacobians (tens of MB on a conv net) are freed
+    trim_heap()  # what the planning checks' products and Jacobians freed goes back before the build
     num_blocks = math.ceil(len(columns) / block_size)
     if fast is None:
         ggn_total = 0
@@ -180,10 +181,17 @@ def dense_hessian(
     fingerprint = operator_fingerprint(op) + f":{kind}:{ggn_chunk}"
     if out_dir is None:
         if out is None:
+            from landscape import resources
+
+            resources.check_in_memory(f"The dense {n:,} x {n:,} matrix", n * n * storage.itemsize + int(workspace or 0),
+                                      resources.available_memory(), "build it on disk (pass out_dir), or use Lanczos "
+                                      "or SLQ on the operator")
             H = np.zeros((n, n), dtype=storage)
         else:
             if out.shape != (n, n) or out.dtype != storage or not out.flags.c_contiguous:
-                raise LandscapeError(f"out must be a C-ordered ({n}, {n}) array of {storage}, got {out.shape} {out.dtype}.")
+                raise LandscapeError(
+                    f"out must be a C-ordered ({n}, {n}) array of {storage}, got {out.shape} {out.dtype}."
+                )
             H = out
             H.fill(0)
         state = {"blocks_done": 0, "hvp_count": 0, "build_s": 0.0, "ggn_chunks_done": 0, "ggn_in_progress": False,
@@ -201,8 +209,13 @@ def dense_hessian(
         state.setdefault("ggn_in_progress", False)
         state.setdefault("finalized", False)
         path = out_dir / MATRIX_FILE
-        started = path.exists() and (state["blocks_done"] > 0 or state["ggn_chunks_done"] > 0 or state["ggn_in_progress"]
-                                     or state.get("split_units_done", 0) > 0 or state.get("split_rows", "todo") != "todo")
+        started = path.exists() and (
+            state["blocks_done"] > 0
+            or state["ggn_chunks_done"] > 0
+            or state["ggn_in_progress"]
+            or state.get("split_units_done", 0) > 0
+            or state.get("split_rows", "todo") != "todo"
+        )
         H = np.memmap(path, dtype=storage, mode="r+" if started else "w+", shape=(n, n), order="C")
         state_path = out_dir / STATE_FILE
         if not started:
@@ -257,8 +270,8 @@ def dense_hessian(
                     more = index + 1 < ggn_total and budget[0] > 0
                     if kron is not None and more and time.perf_counter() - last_commit[0] < 20.0:
                         # Kronecker rows are overwritten, not accumulated: rows written but not yet
-                        # recorded are simply redone after a kill. Flushing the map after every row
-                        # made a 4,810-parameter build wait 1 s per row on a busy disk.
+                        # recorded are simply redone after a kill, so the map is flushed at most
+                        # every 20 s rather than after every row, which stalls on a busy disk.
                         return
                     state["ggn_chunks_done"] = index + 1
                     state["ggn_in_progress"] = more
@@ -373,10 +386,12 @@ def _split_phases(H, op, split, state: dict, commit, budget: list, bar, task, bl
         trim_heap()
     if not state["split_psi_vanishes"]:
         cols = list(split.trunk)
-    offsets = dict(zip(top.names, np.cumsum([0] + top.sizes[:-1])))
+    offsets = top.offsets
     sizes = dict(zip(top.names, top.sizes))
-    idx_all = np.concatenate([np.zeros(0, dtype=np.int64)]
-                             + [np.arange(offsets[f"model.{n}"], offsets[f"model.{n}"] + sizes[f"model.{n}"]) for n in cols])
+    idx_all = np.concatenate(
+        [np.zeros(0, dtype=np.int64)]
+        + [np.arange(offsets[f"model.{n}"], offsets[f"model.{n}"] + sizes[f"model.{n}"]) for n in cols]
+    )
     nblocks = math.ceil(len(idx_all) / block_size)
     t_rows = split.trunk_rows
     base = t_rows.start
@@ -391,7 +406,7 @@ def _split_phases(H, op, split, state: dict, commit, budget: list, bar, task, bl
         H[t_rows, base + idx] = R
         H[base + idx, t_rows] = R.T
         del R
-        trim_heap()  # the vmapped product freed many sub-4-MiB tensors (see landscape._heap)
+        trim_heap()  # the vmapped product freed many sub-4-MiB tensors (see landscape.platform.heap)
         state["psi_product_count"] = int(state.get("psi_product_count", 0)) + len(idx)
         state["build_s"] = float(state["build_s"]) + time.perf_counter() - t1
         state["split_units_done"] = b + 1

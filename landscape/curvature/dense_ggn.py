@@ -27,7 +27,7 @@ of G is one GEMM, ``a^T (in x N) @ [D_i[j, j:] (x) a_i]_i (N x (out - j) in)`` w
 straight into H (each (j, j') sub-block is symmetric and equals the (j', j) one, so only
 j' >= j is computed), plus thin products for the bias: in all about N out^2 in^2 / 2
 multiply-adds, C times fewer than the rank-k update's N C n_L^2 / 2.
-More important on a memory-mapped 20 GB matrix: each entry of the block is written
+More important on a memory-mapped matrix larger than RAM: each entry of the block is written
 once, in whole rows, instead of being accumulated over sample chunks (every chunk of
 the rank-k update dirties, and its flush rewrites, the whole block on disk), and a
 resumed build just rewrites an interrupted row block.
@@ -48,10 +48,10 @@ import torch
 from torch import nn
 from torch.func import jacrev, vmap
 
-from landscape._heap import trim_heap
-from landscape.curvature._blas import syrk_block_
 from landscape.curvature.operators import HessianOperator
 from landscape.losses import cross_entropy
+from landscape.platform.blas import syrk_block_
+from landscape.platform.heap import trim_heap
 
 
 def parameter_groups(op: HessianOperator) -> list[tuple[str, list[str], slice]]:
@@ -100,8 +100,8 @@ def residual_vanishes_on(op: HessianOperator, group: slice, names: list[str], *,
 
     On the first 32 samples: the residual of a layer inside a piecewise-linear net
     vanishes for every sample, and a smooth one shows on any; the per-sample Jacobians of
-    a whole batch cost a quarter of a small MLP's build. Both products are formed 8
-    samples at a time (32 at once took 32 MB beside the 4,780-parameter MLP's 174 MB matrix).
+    a whole batch would cost a large share of a small MLP's build. Both products are formed
+    8 samples at a time, so the check's memory stays small beside the matrix.
     """
     if op.loss_fn is not cross_entropy or op.dtype != torch.float64:
         return False
@@ -119,9 +119,8 @@ def residual_vanishes_on(op: HessianOperator, group: slice, names: list[str], *,
     # must not stay with the operator: its own batches are larger
     picked = op.block_method, op._vmap_chunk
     for i in range(0, x.shape[0], 8):
-        # 8 samples at a time: their Jacobian rows (3x 8 C m doubles, not 3x 32 C m) and the
-        # Hessian product through their graph (32 samples' second backward through the
-        # conv benchmark's net took 36 MB beside its 208 MB matrix)
+        # 8 samples at a time, so that their Jacobian rows (3x 8 C m doubles) and the Hessian
+        # product through their graph stay small beside the matrix being built
         xi, yi = x[i : i + 8], y[i : i + 8]
         hv += xi.shape[0] * op._batch_matmat(0, xi, yi, V)[group]
         rows = ggn_rows(op, xi, names)
@@ -232,8 +231,8 @@ def kron_sample_chunk(op: HessianOperator, module: nn.Linear, workspace: int | N
     """Samples per step of :func:`build_kron_block_` within ``workspace`` bytes (None: ``cap``).
 
     Per sample: the factor pass (a forward pass, then vmapped Jacobians of the logits in
-    the layer's output: 1.0-1.5x the first-backward graph per sample on the conv
-    benchmark's net, so 2x is counted), the factor rows (in + out^2 doubles) and a row of
+    the layer's output: on conv nets up to about 1.5x the first-backward graph per
+    sample, so 2x is counted), the factor rows (in + out^2 doubles) and a row of
     the GEMM's right operand (out x in doubles).
     """
     if workspace is None:
@@ -245,8 +244,8 @@ def kron_sample_chunk(op: HessianOperator, module: nn.Linear, workspace: int | N
 
 def _mirror_fits(H: np.ndarray) -> bool:
     """Copying sub-blocks into later row blocks scatters writes over the whole matrix: fine in
-    memory or in the page cache, not for a memory-mapped matrix larger than half of RAM
-    (small-mnistfc's 20.7 GB on 24 GiB), whose pages would be written back and re-read."""
+    memory or in the page cache, not for a memory-mapped matrix larger than half of RAM,
+    whose pages would be written back and re-read."""
     if not isinstance(H, np.memmap):
         return True
     try:
@@ -266,7 +265,7 @@ def build_kron_block_(H: np.ndarray, op: HessianOperator, block: slice, module: 
 
     Each (j, j') sub-block of the weight rows, ``(1/N) a^T diag(D[:, j, j']) a``, is itself
     symmetric and equals the (j', j) one, so row block j computes only j' >= j, by GEMMs
-    straight into ``H``'s rows (no staging copy: on a 3 GB matrix the staging buffers and
+    straight into ``H``'s rows (no staging copy: on a large matrix the staging buffers and
     their copies cost as much as the arithmetic), and copies each sub-block into row block
     j' unchanged. After block j, rows j are complete: their sub-blocks j' < j were copied
     there by the earlier blocks, so a resumed build restarting at ``start_row`` redoes
@@ -291,7 +290,7 @@ def build_kron_block_(H: np.ndarray, op: HessianOperator, block: slice, module: 
             at += a_i.shape[0]
             del a_i, D_i
             if workspace is not None:
-                trim_heap()  # the pass's freed sub-4-MiB temporaries (landscape._heap)
+                trim_heap()  # the pass's freed sub-4-MiB temporaries (landscape.platform.heap)
     D.mul_(1.0 / op.num_samples)
     bias = module.bias is not None
     a_wT = a_w.T

@@ -1,11 +1,12 @@
 """Exact dense Hessian of a piecewise-linear classifier, split at its largest Linear layer.
 
-For convolutional nets like small-lenet (86% of the parameters in fc1) the GGN fast path
-of :mod:`landscape.curvature.dense_ggn` still needs one Hessian-vector product per
-parameter outside fc1 (6,570 columns for small-lenet), and on a CPU one float64 product
-over 4,096 images costs seconds: PyTorch runs float64 convolutions through its slow
-reference kernels. Those columns are sums of per-sample terms with a closed form, so
-this module builds them from per-sample Jacobians and GEMMs instead.
+For a conv net whose largest Linear layer holds most of the parameters (small-lenet's
+fc1) the GGN fast path of :mod:`landscape.curvature.dense_ggn` still needs one
+Hessian-vector product per parameter outside that layer, thousands of columns, and on a
+CPU one float64 product over thousands of images costs seconds, because PyTorch runs
+float64 convolutions through its slow reference kernels. Those columns are sums of
+per-sample terms with a closed form, so this module builds them from per-sample
+Jacobians and GEMMs instead.
 
 Notation. The network is a trunk, the layer L (``nn.Linear``, weight W, bias b) and a
 head::
@@ -50,10 +51,10 @@ import torch
 from torch import nn
 from torch.func import grad, jacfwd, jacrev, vmap
 
-from landscape._heap import Trimmer
 from landscape.curvature.dense_ggn import sqrt_lambda_t
 from landscape.curvature.operators import HessianOperator
 from landscape.losses import cross_entropy
+from landscape.platform.heap import Trimmer
 
 
 @dataclass
@@ -121,7 +122,7 @@ def plan_split(op: HessianOperator, group: slice, names: list[str], module: nn.L
         handle.remove()
     if not trunk:
         return None  # nothing to gain over the plain GGN path (its columns are cheap)
-    offsets = dict(zip(op.names, np.cumsum([0] + op.sizes[:-1])))
+    offsets = op.offsets
     sizes = dict(zip(op.names, op.sizes))
 
     def index(ns):
@@ -264,9 +265,8 @@ def _sample_chunks(op: HessianOperator, size: int):
 
 
 # under a workspace budget, glibc's arenas are trimmed once the rows pass's freed temporaries
-# hold this fraction of the workspace (landscape._heap.Trimmer): untrimmed, the conv
-# benchmark's first pass grew by ~3 MB per call after vmapped psi products (26 -> 210 MB
-# over 64 calls); trimmed after every call, the pass took twice as long
+# hold this fraction of the workspace (landscape.platform.heap.Trimmer): untrimmed, the pass
+# grows by its freed temporaries with every call; trimmed after every call, it runs far slower
 TRIM_SLACK = 0.5
 
 
@@ -315,10 +315,10 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
     work units finish. ``workspace`` (bytes) bounds the samples and Jacobian rows per
     vmapped call (:func:`rows_chunks`; ``sample_chunk`` and ``jac_chunk`` stay the caps).
 
-    ``direct`` (CPU only): G[S, S] and the head terms go straight into H[S, S] instead of
-    an |S| x |S| accumulator added at the end (36 MB beside the conv benchmark's 208 MB
-    matrix). Only for builds that cannot resume: a kill then leaves H[S, S] half-updated,
-    with no "adding" stage to detect it.
+    ``direct`` (CPU only): G[S, S] and the head terms go straight into H[S, S] instead
+    of an |S| x |S| accumulator added at the end, saving that accumulator's memory. Only
+    for builds that cannot resume: a kill then leaves H[S, S] half-updated, with no
+    "adding" stage to detect it.
     """
     direct = direct and op.device.type == "cpu"
     sample_chunk, jac_chunk = rows_chunks(op, split, workspace, sample_chunk=sample_chunk, jac_chunk=jac_chunk,
@@ -344,16 +344,15 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
                   (Ht[hr, tr], slice(nt, nt + nh), slice(0, nt)), (Ht[hr, hr], slice(nt, nt + nh), slice(nt, nt + nh))]
     else:
         SS = torch.zeros(len(S), len(S), dtype=torch.float64, device=dev)
-    if dev.type == "cpu":  # H[S, L] is accumulated in place (|S| x n_L: 2.2 GB for small-lenet)
+    if dev.type == "cpu":  # H[S, L] is accumulated in place (|S| x n_L: too big to copy)
         SL_t, SL_h = Ht[split.trunk_rows, lo:hi], Ht[split.head_rows, lo:hi]
     else:  # on an accelerator: accumulated there, copied once
         SL_t = torch.zeros(nt, hi - lo, dtype=torch.float64, device=dev)
         SL_h = torch.zeros(nh, hi - lo, dtype=torch.float64, device=dev)
     RTH = torch.zeros(nt, nh, dtype=torch.float64, device=dev)
-    # G[S, L]'s staging product holds row_block x |L| doubles (25 MB on the conv benchmark,
-    # beside a 208 MB matrix): where that passes a quarter of the workspace, the rows are
-    # added in place by batched GEMMs instead (faster too for the few samples per call a
-    # small workspace allows: 2 ms vs 5 ms at 2 samples; 8 ms vs 4 ms at 64)
+    # G[S, L]'s staging product holds row_block x |L| doubles: where that passes a quarter of
+    # the workspace, the rows are added in place by batched GEMMs instead, which is also the
+    # faster choice for the few samples per call that a small workspace allows
     in_place = workspace is not None and 8 * min(row_block, len(S)) * nw > workspace // 4
     us, rs, gs = [], [], []
     trimmer = None if workspace is None else Trimmer(int(TRIM_SLACK * workspace))
@@ -415,8 +414,8 @@ def build_rows_(H: np.ndarray, op: HessianOperator, split: Split, *, sample_chun
         # pass 2: per block of L's inputs, K_i[block] = d f_i[block] / dt, for R[t, L]
         for kb in k_blocks:
             acc = torch.zeros(kb.stop - kb.start, nt, out, dtype=torch.float64, device=dev)
-            for (x, y), g in zip(chunks, gs):
-                kt = vmap(jacrev(lambda p, xi: fn.trunk_rows(p, xi, kb), chunk_size=jac_chunk),
+            for (x, _), g in zip(chunks, gs):
+                kt = vmap(jacrev(lambda p, xi: fn.trunk_rows(p, xi, kb), chunk_size=jac_chunk),  # noqa: B023 (called here)
                           in_dims=(None, 0))(tp, x)
                 B = x.shape[0]
                 K = torch.cat([kt[n].reshape(B, kb.stop - kb.start, -1) for n in split.trunk], dim=2)  # (B, kb, nt)
@@ -457,9 +456,9 @@ def head_residual(fn: _Functions, u: torch.Tensor, r: torch.Tensor, dummy: torch
                   workspace: int | None = None) -> torch.Tensor:
     """R[h, h]: the Hessian in h of (1/N) sum_i r_i^T head(u_i; h), u and r fixed (cheap).
 
-    The sum over samples is taken in chunks whose forward-over-reverse pass (|h| tangents
-    of each sample's C logits, about 4 copies: 54 kB per sample on the conv benchmark's
-    170-parameter head) stays within a quarter of ``workspace`` (None: all at once).
+    The sum over samples is taken in chunks whose forward-over-reverse pass (|h|
+    tangents of each sample's C logits, about 4 copies) stays within a quarter of
+    ``workspace`` (None: all at once).
     """
     names = fn.split.head
     shapes = [fn.fixed[n].shape for n in names]
@@ -502,8 +501,8 @@ def psi_weights(op: HessianOperator, split: Split, sample_chunk: int = 256,
     """w_i = W^T g_i per batch (the fixed linear form of psi).
 
     ``workspace`` (bytes) bounds the samples per forward pass at about two first-backward
-    graphs per sample (``sample_chunk`` stays the cap): 256 images through the conv
-    benchmark's net took 28 MB beside its 208 MB matrix.
+    graphs per sample (``sample_chunk`` stays the cap), so this pass stays small beside the
+    matrix.
     """
     if workspace is not None:
         sample_chunk = int(max(1, min(sample_chunk, workspace // (2 * op.graph_bytes_per_sample()))))
@@ -528,7 +527,7 @@ def psi_weights(op: HessianOperator, split: Split, sample_chunk: int = 256,
 
                 def head_of_u(uu):
                     hooks.replacement = uu
-                    zz = op.logits(fixed, dummy)
+                    zz = op.logits(fixed, dummy)  # noqa: B023 (called within this iteration)
                     hooks.replacement = None
                     return zz
 
@@ -545,7 +544,7 @@ def psi_weights(op: HessianOperator, split: Split, sample_chunk: int = 256,
 
 def psi_block_vanishes(top: HessianOperator, split: Split, seed: int = 0) -> bool:
     """Numerical check that psi's Hessian vanishes on the trunk's largest layer's own block."""
-    offsets = dict(zip(top.names, np.cumsum([0] + top.sizes[:-1])))
+    offsets = top.offsets
     sizes = dict(zip(top.names, top.sizes))
     idx = np.concatenate([np.arange(offsets[f"model.{n}"], offsets[f"model.{n}"] + sizes[f"model.{n}"])
                           for n in split.trunk_largest])

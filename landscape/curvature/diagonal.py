@@ -38,6 +38,7 @@ def diagonal_fisher(op: FisherOperator, *, exact_expectation: bool = False) -> t
     fast = _layerwise_diagonal(op)
     if fast is not None:
         return fast
+    _check_gradient_memory(op)
     total = torch.zeros(op.shape[0], dtype=op.dtype, device=op.device)
     for index, ((x, y), w) in enumerate(zip(op.batches, op.weights)):
         if op.fisher_kind == "empirical":
@@ -51,6 +52,19 @@ def diagonal_fisher(op: FisherOperator, *, exact_expectation: bool = False) -> t
                 acc += (G * G).mean(dim=0)
             total += w * acc / op.mc_samples
     return total
+
+
+def _check_gradient_memory(op: FisherOperator) -> None:
+    """The per-sample gradient path holds a (batch, n) matrix a few times over: refuse, before any
+    work, a batch that does not fit in host memory (the layer-wise path never builds it)."""
+    from landscape import resources
+
+    if op.device.type != "cpu" or not op.batches:
+        return
+    batch = max(int(x.shape[0]) for x, _ in op.batches)
+    need = resources.per_sample_gradient_bytes(batch, op.shape[0], torch.empty(0, dtype=op.dtype).element_size())
+    resources.check_in_memory(f"The diagonal Fisher of {op.shape[0]:,} parameters in batches of {batch}", need,
+                              resources.available_memory(), "pass a smaller --batch-size")
 
 
 _FAST_LAYERS = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
@@ -109,7 +123,7 @@ def _layerwise_diagonal(op: FisherOperator, *, exact_expectation: bool = False) 
             return False
         grads = {n: g.detach() for n, g in zip(names, found)}
         scale = weight / x.shape[0]
-        if sample_weights is not None:  # weight sample i's squared gradient by sample_weights[i]
+        if sample_weights is not None:  # sqrt: the squares below then carry sample_weights[i]
             root = sample_weights.sqrt()
             grads.update({k: v * root.view(-1, *([1] * (v.dim() - 1))) for k, v in grads.items()})
         return _add_squares(op, owner, inputs, {k: v.unsqueeze(0) for k, v in grads.items()}, scale, total)
@@ -221,7 +235,7 @@ def _traced_forward(op, layers: dict, x: torch.Tensor):
 
 def _ggn_chunk(op, layers: dict, x: torch.Tensor) -> int:
     """Samples per batched GGN backward: C cotangents of every traced layer output, per
-    sample, within GGN_CHUNK_BYTES (the whole batch for an MLP, ~100 samples for small-lenet)."""
+    sample, within GGN_CHUNK_BYTES (the whole batch for an MLP, fewer samples for a conv net)."""
     with torch.no_grad():
         logits, _, outputs = _traced_forward(op, layers, x[:1])
     if logits is None or logits.dim() != 2:
@@ -270,6 +284,7 @@ def exact_fisher_diagonal(op: FisherOperator) -> torch.Tensor:
     fast = _layerwise_diagonal(op, exact_expectation=True)
     if fast is not None:
         return fast
+    _check_gradient_memory(op)
     total = torch.zeros(op.shape[0], dtype=op.dtype, device=op.device)
     for (x, y), w in zip(op.batches, op.weights):
         with torch.no_grad():

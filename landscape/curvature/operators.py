@@ -1,7 +1,7 @@
 """Hessian, Gauss-Newton and Fisher operators of a network's mean loss, from ``torch.func``.
 
-The loss whose curvature we measure is the MEAN over the N chosen samples (DESIGN.md
-sec. 4)::
+The loss whose curvature we measure is the MEAN over the N chosen samples
+(docs/design.md sec. 4)::
 
     L(w) = (1/N) sum_i l_i(w) = sum_b (|b| / N) * mean_{i in b} l_i(w),
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -41,11 +41,11 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.overrides import TorchFunctionMode
 
-from landscape._heap import Trimmer
 from landscape.curvature.base import LinearOperator
 from landscape.device import analysis_context
 from landscape.errors import LandscapeError
 from landscape.losses import cross_entropy
+from landscape.platform.heap import Trimmer
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -54,17 +54,28 @@ class NondeterministicOperatorError(LandscapeError):
     """Two evaluations of the same product differ (dropout / train-mode BatchNorm)."""
 
 
+def _named_by(name: str, spec: str) -> bool:
+    """A parameter tensor is named by its full name or by a prefix of whole module names."""
+    return name == spec or name.startswith(spec + ".")
+
+
+def check_parameter_names(model: nn.Module, params: Sequence[str] | None) -> None:
+    """Refuse a ``params`` entry that names no parameter tensor or module (a typo must not pass silently)."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    for spec in params or ():
+        if not any(_named_by(n, spec) for n in names):
+            raise LandscapeError(
+                f"--param '{spec}' matches no parameter; the model's parameters are {', '.join(names)}."
+            )
+
+
 def select_parameters(model: nn.Module, params: Sequence[str] | None) -> list[str]:
     """Names of the trainable parameters to differentiate: all, or those named/prefixed."""
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     if params is None:
         return names
-    chosen = [n for n in names if any(n == s or n.startswith(s + ".") for s in params)]
-    if not chosen:
-        raise LandscapeError(
-            f"No parameter matches {list(params)}: the model's parameters are {', '.join(names)}."
-        )
-    return chosen
+    check_parameter_names(model, params)
+    return [n for n in names if any(_named_by(n, spec) for spec in params)]
 
 
 class ModelOperator(LinearOperator):
@@ -96,7 +107,7 @@ class ModelOperator(LinearOperator):
         self.chunk_size = chunk_size
         self.module = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
         self.module.train(mode == "train")
-        # TF32 off, and cuDNN off for recurrent layers, while differentiating on CUDA
+        # exact products on CUDA: TF32 off, cuDNN off for recurrent layers (no double backward)
         self._exact = analysis_context(self.module, self.device)
         self.names = select_parameters(self.module, params)
         named = dict(self.module.named_parameters())
@@ -123,6 +134,14 @@ class ModelOperator(LinearOperator):
     # -- parameter vectors ---------------------------------------------------------
     def unflatten(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
         return {n: t.view(s) for n, t, s in zip(self.names, torch.split(v, self.sizes), self.shapes)}
+
+    @property
+    def offsets(self) -> dict[str, int]:
+        """Where each parameter tensor starts in the flat vector."""
+        starts = [0]
+        for size in self.sizes[:-1]:
+            starts.append(starts[-1] + size)
+        return dict(zip(self.names, starts))
 
     def flatten(self, d: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.cat([d[n].reshape(-1) for n in self.names])
@@ -162,7 +181,9 @@ class ModelOperator(LinearOperator):
         return time.perf_counter()
 
     # -- products --------------------------------------------------------------------
-    def _batch_matmat(self, index: int, x: torch.Tensor, y: torch.Tensor, V: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+    def _batch_matmat(
+        self, index: int, x: torch.Tensor, y: torch.Tensor, V: torch.Tensor
+    ) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
@@ -228,7 +249,7 @@ class _DataLayerTangents(TorchFunctionMode):
 
 
 class HessianOperator(ModelOperator):
-    """The Hessian of the mean loss over the given batches (DESIGN.md sec. 4).
+    """The Hessian of the mean loss over the given batches (docs/design.md sec. 4).
 
     ``HessianOperator(model, loss_fn, batches, mode="eval", dtype=None, params=None)``:
     ``batches`` is an iterable of ``(inputs, targets)``; ``loss_fn(logits, targets)``
@@ -241,13 +262,12 @@ class HessianOperator(ModelOperator):
     * one vector (Lanczos, CG): ``"reverse-over-forward"``, the gradient of the
       directional derivative ``<grad_z l, J v>`` with ``J v`` from forward-mode dual
       numbers, or ``"reverse-over-reverse"``, the gradient of ``<grad_w L_b, v>``
-      (Pearlmutter 1994, Sec. 3). The first never computes the gradient's own value
-      (whose matmuls and convolutions are wasted work in the second) and was 10-35%
-      faster on the benchmark nets (``benchmarks/hvp.py``); the second needs no
-      forward-mode rules (recurrent layers, some losses). ``hvp_method`` is picked by
-      timing both on the first batch at the first product, and can be set by hand
-      (``"forward-over-reverse"``, the ``jvp`` of ``grad``, is the fallback for layers
-      that have neither);
+      (Pearlmutter 1994, Sec. 3). The first never computes the gradient's own value (whose
+      matmuls and convolutions are wasted work in the second), so it is usually the
+      cheaper; the second needs no forward-mode rules (recurrent layers, some losses).
+      ``hvp_method`` is picked by timing both on the first batch at the first product, and
+      can be set by hand (``"forward-over-reverse"``, the ``jvp`` of ``grad``, is the
+      fallback for layers that have neither);
     * a block ``V (n, k)``: ``"vmap"`` (the ``jvp`` of ``grad`` under ``vmap`` in
       chunks of ``chunk_size`` columns, fewer where their estimated memory would pass
       ``BLOCK_BYTES``; best for matmul-bound nets) or ``"retain"`` (one
@@ -260,8 +280,8 @@ class HessianOperator(ModelOperator):
     each product is one second backward pass. The graph has two forms: "per-batch" (one
     forward pass per batch, summed) and, in eval mode with batches of one shape,
     "concatenated" (one forward pass over all N samples: the same activations kept, larger
-    matmuls; 2-3x faster per product on small-mnistfc, 2x slower on small-lenet, whose big
-    convolutions run better in 256-sample pieces on a CPU). With ``True`` the per-batch
+    matmuls; faster per product for MLPs, slower for conv nets, whose big convolutions run
+    better in smaller pieces on a CPU, hence the timing). With ``True`` the per-batch
     graph is built at once, and at the first single-vector product the concatenated one is
     timed against it and the faster kept. ``cache_graph="auto"`` (the default) decides at
     the second single-vector product: if the graph would hold at most ``AUTO_CACHE_BYTES``
@@ -278,13 +298,13 @@ class HessianOperator(ModelOperator):
     VMAP_BYTES_PER_GRAPH = 3
     BLOCK_BYTES = 256 * 2**20
     # trims glibc's arenas during "retain" blocks once their freed temporaries hold half of
-    # BLOCK_BYTES (set by within(): each second backward left ~2-4 MB of freed sub-4-MiB
-    # blocks resident, see landscape._heap.Trimmer). One per operator, not per block: the
-    # residual check's 63 two-column blocks at N = 1000 each left their garbage to the next
+    # BLOCK_BYTES (set by within(), because each second backward leaves small freed blocks
+    # resident, see landscape.platform.heap.Trimmer); one per operator, not per block, because
+    # a run of many small blocks would otherwise each leave its garbage to the next
     _trimmer: Trimmer | None = None
-    # within(): a sub-batch's graph times this must fit the workspace. A "retain" column's
-    # second backward through float64 convolutions (CPU reference kernels, im2col buffers)
-    # took 7-10x the graph of its batch on the benchmark conv net, more than a vmapped one.
+    # within(): a sub-batch's graph times this must fit the workspace, because a "retain"
+    # column's second backward through float64 convolutions (CPU reference kernels, im2col
+    # buffers) takes several times its batch's graph, more than a vmapped one.
     WITHIN_BYTES_PER_GRAPH = 8
     SINGLE_METHODS = ("reverse-over-forward", "reverse-over-reverse", "forward-over-reverse")
     BLOCK_METHODS = ("vmap", "retain")
@@ -333,8 +353,8 @@ class HessianOperator(ModelOperator):
         eval mode (batch statistics tie a train-mode batch's samples together) and
         without a kept graph; otherwise, or where ``BLOCK_BYTES`` is already that small,
         it is returned unchanged. Its "retain" blocks give glibc's free pages back as they
-        pile up (:class:`landscape._heap.Trimmer`: the freed temporaries of 64 second
-        backward passes through a conv net otherwise stayed resident, ~250 MB).
+        pile up (:class:`landscape.platform.heap.Trimmer`), since the freed temporaries of
+        many second backward passes would otherwise stay resident.
         The new operator shares this one's model copy; its
         block scheme is picked afresh.
         """
@@ -347,8 +367,8 @@ class HessianOperator(ModelOperator):
                        for i in range(0, x.shape[0], rows)]
         new.weights = [x.shape[0] / self.num_samples for x, _ in new.batches]
         new.BLOCK_BYTES = workspace
-        # a vmapped column through the sub-batch costs about what a retained one does (the
-        # conv benchmark's took ~6.5x its graph, not VMAP_BYTES_PER_GRAPH = 3)
+        # a vmapped column through a small sub-batch costs about what a retained one does,
+        # more than VMAP_BYTES_PER_GRAPH on conv nets
         new.VMAP_BYTES_PER_GRAPH = self.WITHIN_BYTES_PER_GRAPH
         new._trimmer = Trimmer(workspace // 2)
         new.block_method, new._vmap_chunk = None, None  # picked afresh for the smaller batches
@@ -381,8 +401,8 @@ class HessianOperator(ModelOperator):
         self.graph_form = form
         self.cached_graph_bytes = self._graph_bytes(held, total)
         # products through it: one engine call; gradient entries without a graph give 0. What every
-        # product passes to the engine is listed once (a product of a small net is ~2 ms, and the
-        # per-call Python around it was measured at ~2% of that)
+        # product passes to the engine is listed once, because on a small net the per-call Python
+        # around a product is a visible share of its cost
         live = [i for i, g in enumerate(total) if g.requires_grad]
         self._graph_call = ([total[i] for i in live], list(leaves.values()), [(i, self.shapes[i]) for i in live])
         self._graph_reaches_all = False  # set by the first product: every leaf gets a gradient
@@ -482,7 +502,7 @@ class HessianOperator(ModelOperator):
         split = torch.split(v, self.sizes)
         tangents = [split[i].view(shape) for i, shape in live]
         # no enable_grad: a backward pass without create_graph runs in any grad mode
-        if self._graph_reaches_all:  # the plain engine call: allow_unused / materialize cost ~3% here
+        if self._graph_reaches_all:  # the plain engine call: allow_unused / materialize cost time
             parts = torch.autograd.grad(outputs, leaves, tangents, retain_graph=True)
         else:
             parts = torch.autograd.grad(outputs, leaves, tangents, retain_graph=True, allow_unused=True)
@@ -615,8 +635,8 @@ class HessianOperator(ModelOperator):
 
         A vmapped forward-over-reverse product carries, per column, a tangent of every
         activation the gradient's graph saves and of the backward pass: about
-        VMAP_BYTES_PER_GRAPH times the graph of the batch. Unbounded, 16 columns of a
-        5,226-parameter conv net over 256 float64 images took 0.8 GB beside a 0.2 GB matrix.
+        VMAP_BYTES_PER_GRAPH times the graph of the batch. Unbounded, a conv net's block of
+        columns can take several times the memory of the dense matrix it helps build.
         """
         chunk = self.chunk_size or 16
         per_column = self.VMAP_BYTES_PER_GRAPH * max(1, self._batch_graph_bytes(x, y))

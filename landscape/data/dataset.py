@@ -56,7 +56,7 @@ class Dataset:
         """Shape of one example: (C, H, W) for images, (T,) for sequences."""
         return tuple(self.inputs.shape[1:])
 
-    def head(self, n: int) -> "Dataset":
+    def head(self, n: int) -> Dataset:
         """The first ``n`` examples in dataset order (provenance noted in ``meta``)."""
         from landscape.data.files import DatasetArgumentError
 

@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import http.client
 import os
-import socket
 import tarfile
 import tempfile
 import urllib.error
@@ -156,7 +155,7 @@ def download_file(resource: Resource, destination: Path, *, timeout: float = TIM
                 continue
             os.replace(tmp, destination)
             return destination
-        except (OSError, urllib.error.URLError, http.client.HTTPException, socket.timeout) as exc:
+        except (TimeoutError, OSError, urllib.error.URLError, http.client.HTTPException) as exc:
             reasons.append(f"{url}: {exc}")
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -212,7 +211,7 @@ def extract_cifar(archive: Path, target: Path) -> None:
             if member.name in wanted and member.isfile():
                 source = tar.extractfile(member)
                 with source, atomic_open(target / wanted[member.name], "wb") as fh:
-                    for block in iter(lambda: source.read(1 << 20), b""):
+                    for block in iter(lambda: source.read(1 << 20), b""):  # noqa: B023 (used in this iteration)
                         fh.write(block)
 
 

@@ -8,6 +8,9 @@ the total exactly ``round(fraction * n)``), so a small validation set keeps the 
 balance of the training set.
 
 Both returned index arrays are sorted, so the kept examples stay in file order.
+
+:func:`select_samples` picks the N samples a curvature or flatness measurement averages
+over (the first N, or a seeded subset): one rule shared by those stages.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import hashlib
 import math
 
 import numpy as np
+import torch
 
 from landscape.data.files import DatasetArgumentError
+from landscape.errors import LandscapeError
 
 #: The seed of every dataset split; changing it changes which examples are validation data.
 SPLIT_SEED = 2017
@@ -68,3 +73,17 @@ def stratified_holdout(
 def indices_fingerprint(indices: np.ndarray) -> str:
     """SHA-256 of an index array (as little-endian int64), recorded so a changed split shows."""
     return hashlib.sha256(np.asarray(indices, dtype="<i8").tobytes()).hexdigest()
+
+
+def select_samples(dataset, n: int, seed: int | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The first ``n`` samples in dataset order, or a seeded random subset."""
+    total = len(dataset)
+    if n > total:
+        raise LandscapeError(f"--samples {n} exceeds the {total} samples of the '{dataset.split}' split.")
+    if seed is None:
+        index = torch.arange(n)
+        rule = f"first {n} of the '{dataset.split}' split in dataset order"
+    else:
+        index = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        rule = f"{n} of the '{dataset.split}' split drawn with seed {seed}"
+    return dataset.inputs[index], dataset.targets[index], {"rule": rule, "indices_head": index[:10].tolist()}

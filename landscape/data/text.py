@@ -86,6 +86,10 @@ def resolve_text_path(path_text: str, root: str | os.PathLike | None) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
+    folders = [c for c in candidates if c.is_dir()]
+    if folders:
+        raise DataFormatError(f"Text file {path_text}: {folders[0]} is a directory; pass text:PATH with the path of "
+                              "a UTF-8 file.")
     raise DatasetNotFoundError(
         f"Text file {path_text} was not found (looked at {', '.join(map(str, candidates))}); "
         "pass text:PATH with the path of an existing UTF-8 file."
@@ -108,6 +112,8 @@ def load_text(
     path = resolve_text_path(path_text, root)
     try:
         text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise DataFormatError(f"Cannot read the text file {path} ({exc.strerror or type(exc).__name__}).") from None
     except UnicodeDecodeError as exc:
         raise DataFormatError(
             f"{path} is not UTF-8 (byte {exc.start} cannot be decoded); convert it to UTF-8 first."

@@ -18,8 +18,8 @@ Each sharpness result states ``invariant_to_rescaling`` (Dinh et al. 2017).
 from __future__ import annotations
 
 from landscape.flatness.energy import BatchedEnergy, EnergyHessian, dense_energy_hessian, energy_from_model
-from landscape.flatness.local_energy import LocalEnergyResult, local_energy
 from landscape.flatness.laplace import LaplaceModel, conjugate_gradient, laplace_model
+from landscape.flatness.local_energy import LocalEnergyResult, local_energy
 from landscape.flatness.local_entropy import (
     LocalEntropyGradient,
     LocalEntropyResult,

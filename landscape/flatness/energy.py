@@ -172,7 +172,7 @@ def energy_from_model(
     Returns ``(energy, x0, hessian)``: the callable, the model's current parameters as a
     flat vector, and the :class:`~landscape.curvature.operators.HessianOperator` at x0
     (usable as ``hessian=`` for the Laplace estimate). Batches are weighted by
-    ``|b| / N`` (DESIGN.md sec. 4, via the operator's machinery), the model runs on a
+    ``|b| / N`` (docs/design.md sec. 4, via the operator's machinery), the model runs on a
     private copy in ``mode`` (default eval) and ``dtype`` (default float64); ``params``
     restricts the energy to the named parameter tensors, the others stay fixed.
     """

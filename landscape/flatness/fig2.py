@@ -147,7 +147,7 @@ def write_fig2(out_dir, *, with_2d: bool = True, seed: int = 0, sgld_options: di
     import time
     from pathlib import Path
 
-    from landscape.io import write_json, write_npz
+    from landscape.io import write_arrays_and_summary
 
     start = time.perf_counter()
     out = Path(out_dir)
@@ -170,6 +170,5 @@ def write_fig2(out_dir, *, with_2d: bool = True, seed: int = 0, sgld_options: di
             "sgld_minus_quadrature_in_stderrs": ((two["sgld"] - two["quadrature"]) / two["sgld_stderr"]).tolist(),
         })
     summary["wall_s"] = time.perf_counter() - start
-    write_npz(out / "fig2.npz", **arrays)
-    write_json(out / "fig2.json", summary)
+    write_arrays_and_summary(out / "fig2.npz", out / "fig2.json", arrays, summary)  # one unit by hash
     return summary

@@ -27,8 +27,8 @@ standard error, the gradient term by conjugate gradients on H + gamma I).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch

@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from landscape.errors import LandscapeError
-from landscape.io import to_plain
 from landscape.flatness.network import NOISES, NetworkFunction, as_splits
+from landscape.io import to_plain
 
 __all__ = ["LocalEnergyResult", "local_energy"]
 
@@ -66,7 +66,7 @@ class LocalEnergyResult:
     evaluations: int = 0
     warnings: list[str] = field(default_factory=list)
 
-    def flatter_than(self, other: "LocalEnergyResult", *, split: str = "train", metric: str = "loss") -> float:
+    def flatter_than(self, other: LocalEnergyResult, *, split: str = "train", metric: str = "loss") -> float:
         """Fraction of the shared sigmas (> 0) where this delta E is below ``other``'s."""
         mine = dict(zip(self.sigmas.tolist(), np.asarray(self.delta[split][metric]).tolist()))
         theirs = dict(zip(other.sigmas.tolist(), np.asarray(other.delta[split][metric]).tolist()))
@@ -162,8 +162,19 @@ def local_energy(
         warnings.append("Some perturbed losses are not finite (sigma too large for this network); "
                         "their means are inf/NaN.")
     return LocalEnergyResult(
-        sigmas=sigma_values, noise=noise, samples=samples, base=base, delta=delta, std=std, stderr=stderr,
-        values=values, perturbed=net.description(), invariant_to_rescaling=noise == "multiplicative",
-        data_samples={name: sum(int(x.shape[0]) for x, _ in batches) for name, batches in splits.items()}, seed=int(seed),
-        wall_s=time.perf_counter() - start, evaluations=net.evaluations, warnings=warnings,
+        sigmas=sigma_values,
+        noise=noise,
+        samples=samples,
+        base=base,
+        delta=delta,
+        std=std,
+        stderr=stderr,
+        values=values,
+        perturbed=net.description(),
+        invariant_to_rescaling=noise == "multiplicative",
+        data_samples={name: sum(int(x.shape[0]) for x, _ in batches) for name, batches in splits.items()},
+        seed=int(seed),
+        wall_s=time.perf_counter() - start,
+        evaluations=net.evaluations,
+        warnings=warnings,
     )

@@ -9,7 +9,7 @@ Reference. Every estimate is reported RELATIVE to the flat reference, the F of f
     estimate = F(x, gamma) - (n/2) log(2 pi / gamma),
 
 so a constant energy f = c gives -c, a quadratic at its minimum gives
--(1/2) sum_i log(1 + lambda_i / gamma) (DESIGN.md sec. 6), and numbers are comparable
+-(1/2) sum_i log(1 + lambda_i / gamma) (docs/design.md sec. 4), and numbers are comparable
 across models of different sizes. Its negative is directly comparable with f: -estimate
 tends to f(x) as gamma grows (Fig. 2).
 
@@ -38,11 +38,11 @@ import torch
 from torch import Tensor
 
 from landscape.errors import LandscapeError
-from landscape.io import to_plain
 from landscape.flatness.energy import Energy, check_point
 from landscape.flatness.laplace import laplace_model
 from landscape.flatness.quadrature import quadrature_local_entropy, quadrature_mean
 from landscape.flatness.sgld import _positive_gammas, sgld_gradient, sgld_scope
+from landscape.io import to_plain
 
 __all__ = [
     "LocalEntropyGradient",

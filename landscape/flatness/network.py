@@ -23,13 +23,14 @@ in every precision.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from landscape.curvature.operators import select_parameters
+from landscape.curvature.operators import check_parameter_names, select_parameters
 from landscape.device import analysis_context
 from landscape.errors import LandscapeError
 from landscape.losses import cross_entropy
@@ -54,7 +55,9 @@ def as_batches(data, batch_size: int = 1024) -> list[Batch]:
         inputs, targets = data
         if inputs.shape[0] != targets.shape[0]:
             raise LandscapeError(f"inputs and targets differ in length ({inputs.shape[0]} vs {targets.shape[0]}).")
-        return [(inputs[i : i + batch_size], targets[i : i + batch_size]) for i in range(0, inputs.shape[0], batch_size)]
+        return [
+            (inputs[i : i + batch_size], targets[i : i + batch_size]) for i in range(0, inputs.shape[0], batch_size)
+        ]
     try:
         batches = [(x, y) for x, y in data]
     except (TypeError, ValueError):
@@ -72,16 +75,6 @@ def as_splits(data, batch_size: int = 1024) -> dict[str, list[Batch]]:
             raise LandscapeError("data is an empty mapping: give at least one split, e.g. {'train': dataset}.")
         return {str(name): as_batches(value, batch_size) for name, value in data.items()}
     return {"train": as_batches(data, batch_size)}
-
-
-def check_parameter_names(model: nn.Module, params: Sequence[str] | None) -> None:
-    """Refuse a ``params`` entry that names no parameter tensor or module (a typo must not pass silently)."""
-    if not params:
-        return
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    for spec in params:
-        if not any(n == spec or n.startswith(spec + ".") for n in names):
-            raise LandscapeError(f"--param '{spec}' matches no parameter; the model's parameters are {', '.join(names)}.")
 
 
 class NetworkFunction:
@@ -109,7 +102,6 @@ class NetworkFunction:
         self.module = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
         self.module.eval()
         self._exact = analysis_context(self.module, self.device)  # TF32 / cuDNN-RNN off on CUDA
-        check_parameter_names(self.module, params)
         self.names = select_parameters(self.module, params)
         named = dict(self.module.named_parameters())
         self.base = {n: named[n].detach() for n in self.names}
@@ -147,17 +139,25 @@ class NetworkFunction:
 
     @torch.no_grad()
     def evaluate(self, params: Mapping[str, Tensor], batches: Sequence[Batch]) -> tuple[float, float]:
-        """(mean loss, mean error) over every predicted position of ``batches``."""
+        """(mean loss, mean error) over every predicted position of ``batches``.
+
+        ``loss_fn(outputs, targets)`` is any callable returning the MEAN over the batch's
+        targets (as the curvature operators assume), so batch means are weighted by their
+        target counts. The error is the argmax mismatch for class targets and NaN for real
+        ones (regression has no error rate).
+        """
         self.evaluations += 1
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         wrong = 0
         count = 0
         for x, y in batches:
             logits = self.logits(params, x)
-            total += self.loss_fn(logits, y, reduction="sum").double()
-            wrong += int((logits.argmax(dim=-1) != y).sum())
+            total += self.loss_fn(logits, y).double() * y.numel()
+            if not y.is_floating_point():
+                wrong += int((logits.argmax(dim=-1) != y).sum())
             count += y.numel()
-        return float(total) / count, wrong / count
+        classes = not batches or not batches[0][1].is_floating_point()
+        return float(total) / count, wrong / count if classes else math.nan
 
     def draw(self, generator: torch.Generator) -> dict[str, Tensor]:
         """One standard-normal z per perturbed tensor (CPU generator, then moved to the device)."""

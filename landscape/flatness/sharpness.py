@@ -84,8 +84,10 @@ def rescale_layers(model: nn.Module, first: str, second: str, alpha: float) -> n
     modules = dict(out.named_modules())
     for name in (first, second):
         if name not in modules or not isinstance(getattr(modules[name], "weight", None), Tensor):
-            raise LandscapeError(f"'{name}' is not a module with a weight; modules: "
-                                 f"{', '.join(n for n, m in modules.items() if getattr(m, 'weight', None) is not None)}.")
+            raise LandscapeError(
+                f"'{name}' is not a module with a weight; modules: "
+                f"{', '.join(n for n, m in modules.items() if getattr(m, 'weight', None) is not None)}."
+            )
     with torch.no_grad():
         modules[first].weight.mul_(alpha)
         if getattr(modules[first], "bias", None) is not None:
@@ -374,18 +376,37 @@ def hessian_sharpness(
                  "dtype": str(op.dtype).replace("torch.", ""), "fixed_buffers": list(dict(op.module.named_buffers()))}
     settings = {"data_samples": op.num_samples, "seed": seed}
     return [
-        SharpnessResult(measure="hessian-lambda-max", value=float(top.ritz_values.max()),
-                        stderr=None, invariant_to_rescaling=False,
-                        settings={**settings, "tol": tol},
-                        extra={"residual_bound": float(top.residuals.max()), "error_bound": float(top.error_bounds.max()),
-                               "converged": bool(top.all_converged),
-                               "products": lanczos_products},
-                        perturbed=perturbed, wall_s=lanczos_s, warnings=top_warnings),
-        SharpnessResult(measure="hessian-trace", value=float(trace.estimate), stderr=float(trace.stderr),
-                        invariant_to_rescaling=False, settings={**settings, "target_rel": trace_rel,
-                                                                "max_probes": max_probes},
-                        extra={"probes": trace.samples, "products": op.count - lanczos_products, "method": "hutchinson",
-                               "converged": bool(trace.converged)},
-                        perturbed=perturbed, wall_s=time.perf_counter() - start - lanczos_s, warnings=trace_warnings),
+        SharpnessResult(
+            measure="hessian-lambda-max",
+            value=float(top.ritz_values.max()),
+            stderr=None,
+            invariant_to_rescaling=False,
+            settings={**settings, "tol": tol},
+            extra={
+                "residual_bound": float(top.residuals.max()),
+                "error_bound": float(top.error_bounds.max()),
+                "converged": bool(top.all_converged),
+                "products": lanczos_products,
+            },
+            perturbed=perturbed,
+            wall_s=lanczos_s,
+            warnings=top_warnings,
+        ),
+        SharpnessResult(
+            measure="hessian-trace",
+            value=float(trace.estimate),
+            stderr=float(trace.stderr),
+            invariant_to_rescaling=False,
+            settings={**settings, "target_rel": trace_rel, "max_probes": max_probes},
+            extra={
+                "probes": trace.samples,
+                "products": op.count - lanczos_products,
+                "method": "hutchinson",
+                "converged": bool(trace.converged),
+            },
+            perturbed=perturbed,
+            wall_s=time.perf_counter() - start - lanczos_s,
+            warnings=trace_warnings,
+        ),
     ]
 

@@ -42,13 +42,14 @@ import torch
 from landscape.checkpoint import checkpoint_dataset, load_checkpoint, package_versions
 from landscape.curvature.base import ScaledOperator
 from landscape.curvature.operators import HessianOperator, make_batches
+from landscape.data.splits import select_samples
 from landscape.device import resolve_device
 from landscape.errors import LandscapeError
 from landscape.flatness.network import check_parameter_names
-from landscape.io import write_json
+from landscape.io import ensure_output_dir, read_verified_npz, write_json
 from landscape.losses import cross_entropy
+from landscape.progress import Ticks
 from landscape.results import check_replaceable
-from landscape.spectrum import select_samples
 
 MEASURES = ("local-entropy", "local-energy", "sharpness", "pac-bayes", "fisher-rao")
 DEFAULT_SIGMAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -141,14 +142,22 @@ def _samples(meta: dict, config: FlatnessConfig, split: str, log=None) -> tuple[
 NOT_RESULT_SETTINGS = ("checkpoint", "device", "out", "data_dir", "batch_size")
 
 
-def compute_flatness(config: FlatnessConfig, *, progress=None, log=None, force: bool = False) -> tuple[Path, dict]:
+def compute_flatness(config: FlatnessConfig, *, progress: bool = False, log=None,
+                     force: bool = False) -> tuple[Path, dict]:
     """Run one measure; returns ``(path of the JSON, result)`` and writes it atomically.
 
-    A result at the output path computed with other settings is kept: this raises
-    unless ``force`` (the result's ``replaced`` lists what changed).
+    Long loops (noise draws, SGLD levels, the Laplace anchor's probes) show bars when
+    ``progress``, else lines to ``log``. A result at the output path computed with other
+    settings is kept: this raises unless ``force`` (the result's ``replaced`` lists what
+    changed).
     """
+    with Ticks(progress, log or (lambda message: None)) as ticks:
+        return _compute_flatness(config, ticks, force)
+
+
+def _compute_flatness(config: FlatnessConfig, ticks: Ticks, force: bool) -> tuple[Path, dict]:
     start = time.perf_counter()
-    log = log or (lambda message: None)
+    log = ticks.log
     device = resolve_device(config.device)
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     model, meta = load_checkpoint(config.checkpoint, device=device)
@@ -156,7 +165,7 @@ def compute_flatness(config: FlatnessConfig, *, progress=None, log=None, force: 
     saved = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()
              if k in COMMON_SETTINGS or k in MEASURE_SETTINGS[config.measure]}
     replaced = check_replaceable(path, saved, force=force, ignore=NOT_RESULT_SETTINGS)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_output_dir(path.parent)
     params = list(config.params) if config.params else None
     result: dict = {
         "measure": config.measure,
@@ -177,15 +186,7 @@ def compute_flatness(config: FlatnessConfig, *, progress=None, log=None, force: 
         for split in config.eval_splits:
             x, y, rules[split] = _samples(meta, config, split, log)
             data[split] = (x, y)
-        started = time.perf_counter()
-
-        def draw_done(done: int, total: int) -> None:
-            if progress is not None:
-                progress(done, total)
-            elapsed = time.perf_counter() - started
-            log(f"  noise draw {done}/{total} ({len(config.sigmas)} sigmas x {len(data)} splits), {elapsed:.0f} s "
-                f"elapsed, about {elapsed / done * (total - done):.0f} s to go")
-
+        draw_done = ticks.loop(f"noise draws ({len(config.sigmas)} sigmas x {len(data)} splits)")
         energy = local_energy(model, data, config.sigmas, noise=config.noise, samples=config.samples,
                               seed=config.seed, progress=draw_done, **common)
         payload = energy.to_dict()
@@ -196,7 +197,7 @@ def compute_flatness(config: FlatnessConfig, *, progress=None, log=None, force: 
         x, y, rule = _samples(meta, config, config.split, log)
         result.update({"split": config.split, "data_samples": int(x.shape[0]), "sample_rule": rule})
         if config.measure == "local-entropy":
-            result.update(_local_entropy(model, x, y, rule, config, dtype, device, params, log))
+            result.update(_local_entropy(model, x, y, rule, config, dtype, device, params, ticks))
         elif config.measure == "sharpness":
             from landscape.flatness.sharpness import epsilon_sharpness, hessian_sharpness
 
@@ -236,21 +237,34 @@ def _read_exact_spectrum(path: str, n: int, samples: int, split: str, rule: str)
     if not npz.exists() or not summary.exists():
         raise LandscapeError(f"--spectrum '{path}' holds no spectrum.npz/spectrum.json; run "
                              "`landscape spectrum CHECKPOINT --method exact` first and pass its folder.")
-    info = json.loads(summary.read_text(encoding="utf-8"))
+    try:
+        info = json.loads(summary.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise LandscapeError(f"--spectrum: {summary} is not readable JSON ({type(err).__name__}); re-run "
+                             "`landscape spectrum --method exact`.") from None
+    if not isinstance(info, dict):
+        raise LandscapeError(f"--spectrum: {summary} holds no JSON object; re-run `landscape spectrum --method exact`.")
     if info.get("method") != "exact" or info.get("operator", "hessian") != "hessian":
         raise LandscapeError(f"--spectrum '{path}' is a {info.get('method')} {info.get('operator')} result; "
                              "the Laplace estimate needs the exact Hessian spectrum (--method exact).")
     if info.get("samples") != samples or info.get("split") != split or info.get("sample_rule") != rule:
         raise LandscapeError(f"--spectrum '{path}' was taken on {info.get('sample_rule')} but this run uses {rule}; "
                              "use the same --samples/--split (or recompute the spectrum).")
-    with np.load(npz, allow_pickle=False) as arrays:
-        eigenvalues = np.asarray(arrays["eigenvalues"], dtype=np.float64)
+    arrays = read_verified_npz(npz, info, summary)  # the JSON vouches for these arrays (landscape.io)
+    values = arrays.get("eigenvalues")
+    if values is None or values.ndim != 1 or values.dtype.kind not in "fiu":
+        raise LandscapeError(f"--spectrum: {npz} holds no 1-d numeric 'eigenvalues' array; re-run `landscape spectrum "
+                             "--method exact`.")
+    eigenvalues = np.asarray(arrays["eigenvalues"], dtype=np.float64)
+    if not np.all(np.isfinite(eigenvalues)):
+        raise LandscapeError(f"--spectrum: {npz} holds non-finite eigenvalues; re-run `landscape spectrum --method "
+                             "exact`.")
     if eigenvalues.size != n:
         raise LandscapeError(f"--spectrum '{path}' has {eigenvalues.size} eigenvalues, the network {n} parameters.")
     return eigenvalues
 
 
-def _local_entropy(model, x, y, rule: str, config: FlatnessConfig, dtype, device, params, log) -> dict:
+def _local_entropy(model, x, y, rule: str, config: FlatnessConfig, dtype, device, params, ticks: Ticks) -> dict:
     from landscape.flatness.local_entropy import scope_curve
 
     op = HessianOperator(model, cross_entropy, make_batches(x, y, config.batch_size), dtype=dtype, device=device,
@@ -264,30 +278,21 @@ def _local_entropy(model, x, y, rule: str, config: FlatnessConfig, dtype, device
 
     x0 = op.parameter_vector().clone()
     hessian = ScaledOperator(op, beta)
-    anchor_start = time.perf_counter()
-
-    def probe_done(done: int, total: int) -> None:
-        elapsed = time.perf_counter() - anchor_start
-        log(f"  Laplace anchor: SLQ probe {done}/{total}, {elapsed:.0f} s elapsed, about "
-            f"{elapsed / done * (total - done):.0f} s to go")
-
-    laplace_options: dict = {"hessian": hessian, "on_probe": probe_done}
+    laplace_options: dict = {"hessian": hessian, "on_probe": ticks.loop("Laplace anchor: SLQ probes")}
     source = "slq"
     if config.spectrum:
         laplace_options["eigenvalues"] = beta * _read_exact_spectrum(config.spectrum, x0.numel(), n_samples,
                                                                       config.split, rule)
         source = "exact spectrum"
-    log(f"local entropy of {x0.numel()} parameters by {config.method} (Laplace anchor from the {source}), "
+    ticks.log(f"local entropy of {x0.numel()} parameters by {config.method} (Laplace anchor from the {source}), "
         f"beta = {beta:g}, gammas {list(config.gammas)}")
     if config.method == "laplace":
         curve = scope_curve(energy, x0, list(config.gammas), method="laplace", seed=config.seed, **laplace_options)
     else:
-        started = time.perf_counter()
+        levels_done = ticks.loop(f"SGLD scope levels ({config.samples} chains)")
 
         def level_done(level: int, levels: int, gamma: float) -> None:
-            elapsed = time.perf_counter() - started
-            log(f"  scope level {level}/{levels} (gamma {gamma:.4g}) done, {elapsed:.0f} s elapsed, "
-                f"about {elapsed / level * (levels - level):.0f} s to go")
+            levels_done(level, levels)
 
         curve = scope_curve(energy, x0, list(config.gammas), method="sgld", seed=config.seed,
                             num_chains=config.samples, num_steps=config.num_steps, burn_in=config.burn_in,

@@ -2,7 +2,7 @@
 
 A model is identified by its *spec*, ``{"name", "input_shape", "num_classes", "kwargs"}``,
 which holds only JSON values. Checkpoints store the spec next to the ``state_dict``
-(tensors only, so ``torch.load(..., weights_only=True)`` suffices, DESIGN.md Sec. 3),
+(tensors only, so ``torch.load(..., weights_only=True)`` suffices, docs/design.md sec. 3),
 and ``build_model(**spec)`` rebuilds the identical architecture; ``kwargs`` holds every
 option of the model with its resolved value, so a later change of a default cannot
 change what an old checkpoint rebuilds.

@@ -100,7 +100,9 @@ def langevin_step_(
     torch._foreach_add_(xs, grads, alpha=-lr)
     if noise > 0.0:
         if generator is None:
-            raise ValueError("A Langevin step with noise > 0 needs an explicit generator (torch.Generator or PhiloxGenerator).")
+            raise ValueError(
+                "A Langevin step with noise > 0 needs an explicit generator (torch.Generator or PhiloxGenerator)."
+            )
         if noise_buffer is not None:
             draws = noise_buffer.sample_(generator)
         else:

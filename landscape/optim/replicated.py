@@ -27,18 +27,13 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from landscape.optim.entropy_sgd import check_generator, default_generator
+from landscape.optim.entropy_sgd import _require, check_generator, default_generator
 from landscape.optim.rng import Generator, standard_normal_
 
 __all__ = ["ReplicatedSGD"]
 
 _GENERATOR_KEY = "generator_state"
 _BUFFERS_KEY = "replica_buffers"
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
 
 
 class ReplicatedSGD(Optimizer):
@@ -141,7 +136,7 @@ class ReplicatedSGD(Optimizer):
     @torch.no_grad()
     def _spread(self) -> Tensor:
         """Mean over replicas of ||w_a - c||^2 (computed when asked: it is a diagnostic, and
-        computing it every step cost as much as the coupling itself)."""
+        computing it every step would cost as much as the coupling itself)."""
         assert self._centre is not None
         stacks = [self.state[p]["replicas"] for p in self._params]
         parts = [((stack - c.unsqueeze(0)) ** 2).sum().float() for stack, c in zip(stacks, self._centre)]

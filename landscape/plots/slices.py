@@ -5,7 +5,7 @@ returns it; statistics (the barrier of a path) come computed, from ``slice.json`
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -90,7 +90,7 @@ def draw_slice_1d(ax: Axes, t: Sequence[float], values: Mapping[str, np.ndarray]
     t = np.asarray(t, dtype=float)
     error_ax = ax.twinx()
     styles = {"train": "-", "test": "--"}
-    for index, split in enumerate(("train", "test")):
+    for split in ("train", "test"):
         for metric, target, color in (("loss", ax, color_for("", 0)), ("error", error_ax, color_for("", 1))):
             key = f"{split}_{metric}"
             if key in values:

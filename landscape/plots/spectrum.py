@@ -10,7 +10,7 @@ draws exactly that for any number of runs and annotates the statistics the paper
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -74,17 +74,19 @@ def draw_eigenspectrum(
         ax.hist(central, bins=edges, histtype="step", linewidth=1.2, color=color, linestyle=linestyle, label=label)
         stats = spectrum_statistics(lam, thresholds)
         fractions = ", ".join(f"|λ|<{k}: {100 * v:.1f}%" for k, v in stats["fraction_abs_below"].items())
-        lines.append(f"{label}: n={lam.size:,}, {fractions}\n"
-                     f"    λmax={stats['lambda_max']:.4g}, λmin={stats['lambda_min']:.4g}")
+        lines.append(f"{label}: n = {lam.size:,};  {fractions};  λmax = {stats['lambda_max']:.4g},  "
+                     f"λmin = {stats['lambda_min']:.4g}")
     ax.set_yscale("log")
+    peak = max((np.histogram(lam[np.abs(lam) <= c], bins=edges)[0].max() for lam in runs), default=1)
+    ax.set_ylim(0.6, max(peak, 1) * 30)  # headroom: the central peak stays clear of the frame and the insets
     ax.set_xlim(-c, c)
     ax.set_xlabel("eigenvalue λ (central window)")
     ax.set_ylabel("count")
     ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 2))
     # legend and statistics below the axes: the insets hold both top corners
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=min(len(runs), 3), fontsize=8, frameon=False)
-    ax.text(0.0, -0.22 - 0.05 * ((len(runs) - 1) // 3), "\n".join(lines), transform=ax.transAxes, fontsize=7,
-            va="top", family="monospace")
+    ax.text(0.0, -0.24 - 0.05 * ((len(runs) - 1) // 3), "\n".join(lines), transform=ax.transAxes, fontsize=8,
+            va="top", linespacing=1.4)
     if insets:
         _tail_inset(ax, runs, labels, side="negative", c=c, bins=tail_bins)
         _tail_inset(ax, runs, labels, side="positive", c=c, bins=tail_bins)
@@ -94,14 +96,13 @@ def draw_eigenspectrum(
 def _tail_inset(ax: Axes, runs, labels, *, side: str, c: float, bins: int) -> Axes | None:
     tails = [lam[lam < -c] if side == "negative" else lam[lam > c] for lam in runs]
     position = [0.09, 0.64, 0.28, 0.3] if side == "negative" else [0.69, 0.64, 0.28, 0.3]
+    if not any(t.size for t in tails):  # no empty box: one line in the corner instead
+        ax.text(position[0], position[1] + position[3], f"no {side} eigenvalue beyond ±{c:.2g}", fontsize=7,
+                color="0.35", va="top", transform=ax.transAxes)
+        return None
     inset = ax.inset_axes(position)
     inset.set_title(f"{side} tail (|λ|>{c:.2g})", fontsize=7, pad=2)
     inset.tick_params(labelsize=6.5)
-    if not any(t.size for t in tails):
-        inset.text(0.5, 0.5, "none", ha="center", va="center", fontsize=6, transform=inset.transAxes)
-        inset.set_xticks([])
-        inset.set_yticks([])
-        return inset
     lo = min(t.min() for t in tails if t.size)
     hi = max(t.max() for t in tails if t.size)
     edges = np.linspace(lo, hi, bins + 1) if hi > lo else np.array([lo - 0.5 * c, hi + 0.5 * c])
@@ -124,6 +125,7 @@ def draw_density(
     exact: np.ndarray | None = None,
     floor: float = 0.0,
     color=None,
+    exact_label: str = "exact",
 ) -> Axes:
     """An SLQ (or any smoothed) spectral density on a linear or log10|lambda| grid.
 
@@ -134,19 +136,20 @@ def draw_density(
     ``|lambda| <= floor`` (pass the eigensolver's error bound: below it an eigenvalue is
     indistinguishable from zero) are left out and counted in the legend.
     """
+    hidden = 0
     if exact is not None:
         lam = np.asarray(exact, dtype=np.float64)
         if scale == "log":
             keep = np.abs(lam) > max(floor, 0.0)
             values = np.log10(np.abs(lam[keep]))
-            hidden = f", {np.count_nonzero(~keep)} with |λ| ≤ {floor:.1g} left out" if np.any(~keep) else ""
+            hidden = int(np.count_nonzero(~keep))
         else:
-            values, hidden = lam, ""
+            values = lam
         # normalised by ALL n eigenvalues, like the SLQ density, so the eigenvalues left out on the log grid
         # lower the histogram instead of inflating the rest
         counts, edges = np.histogram(values, bins=80)
         ax.stairs(counts / (lam.size * np.diff(edges)), edges, fill=True, color="0.8",
-                  label=f"exact (histogram{hidden})")
+                  label=f"{exact_label} (histogram)")
     text = label if bandwidth is None else f"{label} (bandwidth {bandwidth:.2g})"
     ax.plot(grid, density, color=color or color_for(label, 0), linewidth=1.2, label=text)
     ax.set_xlabel("log10 |λ|" if scale == "log" else "eigenvalue λ")
@@ -155,28 +158,36 @@ def draw_density(
     if scale == "linear":
         top = float(np.max(density)) if np.size(density) else 1.0
         ax.set_ylim(max(top * 1e-6, 1e-12), top * 3)
-    ax.legend()
+    if exact is not None:
+        low, high = ax.get_xlim()
+        outside = hidden + int(np.count_nonzero((values < low) | (values > high)))
+        if outside:  # said on the figure: a histogram that silently drops most eigenvalues misleads
+            why = f"|λ| ≤ {floor:.1g} or outside the axis" if scale == "log" else "outside the axis"
+            ax.text(0.02, 0.98, f"{outside:,} of {lam.size:,} exact eigenvalues not shown ({why})", fontsize=7,
+                    va="top", transform=ax.transAxes, color="0.25")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     return ax
 
 
 @styled
 def draw_ritz_values(ax: Axes, ritz_values: np.ndarray, residuals: np.ndarray, *, exact: np.ndarray | None = None,
-                     label: str = "Lanczos") -> Axes:
+                     label: str = "Lanczos", exact_label: str = "exact") -> Axes:
     """Ritz values against their index with residual norms as error bars; exact values as crosses."""
     order = np.argsort(ritz_values)[::-1]
     theta = np.asarray(ritz_values)[order]
     res = np.asarray(residuals)[order]
     idx = np.arange(1, theta.size + 1)
-    ax.errorbar(idx, theta, yerr=res, fmt="o", markersize=3, color=color_for(label, 0), label=f"{label} Ritz ± residual")
+    ax.errorbar(idx, theta, yerr=res, fmt="o", markersize=3, color=color_for(label, 0),
+                label=f"{label} Ritz ± residual")
     if exact is not None:
         # each Ritz value beside the exact eigenvalue nearest to it: right for the top (LA), the bottom (SA) or both
         lam = np.sort(np.asarray(exact, dtype=np.float64))
         pos = np.clip(np.searchsorted(lam, theta), 1, lam.size - 1)
         nearest = np.where(np.abs(lam[pos - 1] - theta) <= np.abs(lam[pos] - theta), lam[pos - 1], lam[pos])
-        ax.plot(idx, nearest, "x", color="0.3", label="nearest exact eigenvalue")
+        ax.plot(idx, nearest, "x", color="0.3", label=f"nearest {exact_label} eigenvalue")
     ax.set_xlabel("Ritz value index (largest first)")
     ax.set_ylabel("eigenvalue")
-    ax.legend()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     return ax
 
 
@@ -203,5 +214,5 @@ def draw_diagonal(ax: Axes, diagonals, labels: Sequence[str] | None = None, *, b
     ax.set_yscale("log")
     ax.set_xlabel("log10 diagonal Fisher entry")
     ax.set_ylabel("count")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return ax

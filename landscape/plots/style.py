@@ -17,15 +17,17 @@ from __future__ import annotations
 import functools
 import io
 import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import matplotlib
+import matplotlib.colors
 import seaborn as sns
 from matplotlib.figure import Figure
 
-__all__ = ["RC", "OPTIMIZER_COLORS", "LINESTYLES", "color_for", "line_styles", "new_figure", "style", "styled",
+__all__ = ["RC", "OKABE_ITO", "OPTIMIZER_COLORS", "OPTIMIZER_MARKERS", "LINESTYLES", "color_for", "marker_for",
+           "line_styles", "new_figure", "style", "styled",
            "svg_bytes", "png_bytes", "save_figure"]
 
 #: matplotlib settings on top of seaborn's "ticks" theme, "paper" context.
@@ -44,24 +46,45 @@ RC = {
     "ytick.labelsize": 8,
 }
 
-_PALETTE = sns.color_palette("colorblind", 10)
-#: One colour per optimizer, the same in every figure of a report.
-OPTIMIZER_COLORS = {
-    "sgd": _PALETTE[0],
-    "entropy-sgd": _PALETTE[1],
-    "adam": _PALETTE[2],
-    "entropy-adam": _PALETTE[3],
-    "replicated-sgd": _PALETTE[4],
-    "sam": _PALETTE[5],
+#: Okabe & Ito's colour-blind-safe palette (yellow left out: it does not read on white).
+OKABE_ITO = {
+    "blue": "#0072B2", "vermillion": "#D55E00", "bluish green": "#009E73", "reddish purple": "#CC79A7",
+    "orange": "#E69F00", "black": "#000000", "sky blue": "#56B4E9",
 }
+_PALETTE = [matplotlib.colors.to_rgb(c) for c in OKABE_ITO.values()]
+#: One colour per optimizer, the same in every figure of a report; an entropic optimizer and its
+#: baseline never share a hue, and SAM (black) stands apart from Entropy-SGD (vermillion).
+OPTIMIZER_COLORS = {
+    "sgd": matplotlib.colors.to_rgb(OKABE_ITO["blue"]),
+    "entropy-sgd": matplotlib.colors.to_rgb(OKABE_ITO["vermillion"]),
+    "adam": matplotlib.colors.to_rgb(OKABE_ITO["bluish green"]),
+    "entropy-adam": matplotlib.colors.to_rgb(OKABE_ITO["reddish purple"]),
+    "replicated-sgd": matplotlib.colors.to_rgb(OKABE_ITO["orange"]),
+    "sam": matplotlib.colors.to_rgb(OKABE_ITO["black"]),
+}
+#: One marker per optimizer, so curves stay apart in grey print and for every kind of colour vision.
+OPTIMIZER_MARKERS = {"sgd": "o", "entropy-sgd": "s", "adam": "^", "entropy-adam": "D", "replicated-sgd": "v",
+                     "sam": "X"}
+_MARKERS = ("o", "s", "^", "D", "v", "X", "P", "*")
+
+
+def _optimizer(label: str) -> str | None:
+    for name in sorted(OPTIMIZER_COLORS, key=len, reverse=True):
+        if str(label).lower().startswith(name):
+            return name
+    return None
 
 
 def color_for(label: str, index: int = 0):
     """The optimizer's colour when ``label`` starts with an optimizer name, else the ``index``-th."""
-    for name in sorted(OPTIMIZER_COLORS, key=len, reverse=True):
-        if str(label).lower().startswith(name):
-            return OPTIMIZER_COLORS[name]
-    return _PALETTE[index % len(_PALETTE)]
+    name = _optimizer(label)
+    return OPTIMIZER_COLORS[name] if name else _PALETTE[index % len(_PALETTE)]
+
+
+def marker_for(label: str, index: int = 0) -> str:
+    """The optimizer's marker when ``label`` starts with an optimizer name, else the ``index``-th."""
+    name = _optimizer(label)
+    return OPTIMIZER_MARKERS[name] if name else _MARKERS[index % len(_MARKERS)]
 
 
 #: Runs that share a colour (several seeds of one optimizer) are told apart by line style.

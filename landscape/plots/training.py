@@ -12,12 +12,12 @@ lowest and highest seed (with two or three seeds a standard deviation says littl
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
 
-from landscape.plots.style import line_styles, styled
+from landscape.plots.style import line_styles, marker_for, styled
 
 __all__ = ["seed_band", "draw_training_curves"]
 
@@ -61,13 +61,14 @@ def draw_training_curves(ax: Axes, groups: Mapping[str, Sequence[Sequence[dict]]
     """
     percent = metric.endswith("_error")
     drawn = 0
-    for (label, runs), (color, linestyle) in zip(groups.items(), line_styles(list(groups))):
+    for i, ((label, runs), (color, linestyle)) in enumerate(zip(groups.items(), line_styles(list(groups)))):
         runs = [[r for r in rows if not (skip_initial and r.get("epoch") == 0)] for rows in runs]
         xs, mean, low, high, n = seed_band(runs, metric, x)
         if n == 0:
             continue
         scale = 100.0 if percent else 1.0
-        ax.plot(xs, scale * mean, color=color, linestyle=linestyle, marker="o", markersize=2.5, linewidth=1.2,
+        ax.plot(xs, scale * mean, color=color, linestyle=linestyle, marker=marker_for(label, i), markersize=3,
+                linewidth=1.2, markevery=max(1, len(xs) // 12),
                 label=f"{label} ({n} seed{'s' if n != 1 else ''})")
         if n > 1:
             ax.fill_between(xs, scale * low, scale * high, color=color, alpha=0.2, linewidth=0)
@@ -77,5 +78,5 @@ def draw_training_curves(ax: Axes, groups: Mapping[str, Sequence[Sequence[dict]]
     if log_y if log_y is not None else metric.endswith("_loss"):
         ax.set_yscale("log")
     if drawn and legend:
-        ax.legend()
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return ax

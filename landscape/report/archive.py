@@ -11,14 +11,25 @@ runs beside the archived ones, on a machine that never held the originals.
 The new archive is assembled in a temporary folder and swapped in at the end, so an
 interrupted call leaves the previous archive intact, and re-rendering from the archive
 itself (reading ``OUT/runs`` while writing it) is safe.
+
+Nothing is written outside ``OUT/runs``: an archived run's folder name is the last part of
+its RESOLVED path (``..`` is the folder it names), made unique with a suffix, never empty
+and never hidden. An existing ``OUT/runs`` is replaced only when it holds nothing but
+the files an archive holds (a run folder with a checkpoint, say, does not qualify); any
+other file or folder there is refused, never overwritten.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+
+from landscape.errors import LandscapeError
+from landscape.io import remove_stale_temporaries, temporary_prefix
 
 __all__ = ["ARCHIVE_DIR", "archive_runs", "archived_files"]
 
@@ -37,14 +48,45 @@ def archived_files(path: Path) -> list[Path]:
 
 
 def _unique_names(paths: list[Path]) -> list[str]:
-    """Folder names for the archive: each path's own name, suffixed where two runs share it."""
+    """Folder names for the archive: each resolved path's own name, suffixed where two runs share it."""
     names: list[str] = []
     for path in paths:
-        name, k = path.name, 2
+        base = path.resolve().name.lstrip(".") or "run"  # "/" has no name; a hidden name is skipped by collect
+        name, k = base, 2
         while name in names:
-            name, k = f"{path.name}-{k}", k + 1
+            name, k = f"{base}-{k}", k + 1
         names.append(name)
     return names
+
+
+def _is_archive(folder: Path) -> bool:
+    """Whether ``folder`` holds only what an archive holds: ``RUN/<a file a report reads>``."""
+    patterns = _RUN_FILES + _FIG2_FILES
+    for root, dirs, files in os.walk(folder):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            rel = Path(root, name).relative_to(folder)
+            if len(rel.parts) < 2 or not any(fnmatch.fnmatchcase("/".join(rel.parts[1:]), p) for p in patterns):
+                return False
+    return True
+
+
+def _check_target(target: Path) -> None:
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise LandscapeError(f"'{target}' exists and is not a report archive folder: --archive writes OUT/"
+                             f"{ARCHIVE_DIR}, so move that file or pass another --out.")
+    if target.is_dir() and not _is_archive(target):
+        raise LandscapeError(f"'{target}' holds files that are not a report archive (--archive replaces OUT/"
+                             f"{ARCHIVE_DIR} as a whole): move that folder or pass another --out.")
+
+
+def _copy_into(staging: Path, name: str, source: Path) -> None:
+    root = staging.resolve()
+    for rel in archived_files(source):
+        dest = staging / name / rel
+        if not dest.resolve().is_relative_to(root):  # names come from resolved paths: a guard, not a path
+            raise LandscapeError(f"Refused to archive {source / rel}: its copy would land outside {staging.parent}.")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / rel, dest)
 
 
 def archive_runs(paths: Iterable[Path], out: str | Path) -> Path:
@@ -52,17 +94,16 @@ def archive_runs(paths: Iterable[Path], out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     target = out / ARCHIVE_DIR
+    _check_target(target)
+    remove_stale_temporaries(out, directories=True)  # staging folders of killed earlier calls
     sources = [Path(p) for p in paths]
-    staging = Path(tempfile.mkdtemp(prefix=f".{ARCHIVE_DIR}.", suffix=".tmp", dir=out))
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(ARCHIVE_DIR), suffix=".tmp", dir=out))
     try:
         for source, name in zip(sources, _unique_names(sources)):
-            for rel in archived_files(source):
-                dest = staging / name / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source / rel, dest)
+            _copy_into(staging, name, source)
         old = None
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{ARCHIVE_DIR}.old.", dir=out))
+            old = Path(tempfile.mkdtemp(prefix=temporary_prefix(f"{ARCHIVE_DIR}-old"), suffix=".tmp", dir=out))
             target.rename(old / ARCHIVE_DIR)
         staging.rename(target)
         if old is not None:

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
-
-import numpy as np
 
 from landscape.errors import LandscapeError
+from landscape.io import MismatchedPairError, read_verified_npz
 
 MAX_DEPTH = 3  # how far below a given folder runs are looked for
 
-__all__ = ["RunArtifacts", "Fig2Artifacts", "collect", "finite_float", "flatness_scalars", "run_label"]
+__all__ = ["RunArtifacts", "Fig2Artifacts", "collect", "finite_float", "flatness_scalars", "run_label",
+           "search_limit"]
 
 
 NOT_SETTINGS = {"seed", "out", "device", "device_resolved", "data_dir", "versions", "dataset_info", "parameters"}
@@ -92,12 +92,27 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _read_npz(path: Path) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise LandscapeError(f"{path} is not a readable .npz file ({exc}); re-run the stage that wrote it.") from None
+def _read_npz(path: Path, summary: dict | None = None, summary_path: Path | None = None) -> dict:
+    """Arrays of ``path``, verified against the hash its JSON ``summary`` records (landscape.io)."""
+    return read_verified_npz(path, summary or {}, summary_path or path.with_suffix(".json"))
+
+
+def _check_flatness(path: Path, info: dict) -> None:
+    """The parts of a flatness JSON the report iterates over must have the shapes landscape writes."""
+    entries = info.get("entries", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("measure"), str)
+                                                for e in entries):
+        raise LandscapeError(f"{path}: 'entries' must be a list of objects that each name their measure; re-run "
+                             "`landscape flatness` to write it again.")
+    for key in ("sigmas", "gammas", "estimates", "stderrs"):
+        if not isinstance(info.get(key, []), list):
+            raise LandscapeError(f"{path}: '{key}' must be a list; re-run `landscape flatness` to write it again.")
+    for key in ("delta", "stderr") if info.get("measure") == "local-energy" else ():
+        table = info.get(key, {})
+        if not isinstance(table, dict) or not all(isinstance(v, dict) and all(isinstance(x, list) for x in v.values())
+                                                  for v in table.values()):
+            raise LandscapeError(f"{path}: '{key}' must map each split to lists of numbers; re-run `landscape "
+                                 "flatness` to write it again.")
 
 
 def _read_metrics(path: Path) -> list[dict]:
@@ -126,12 +141,18 @@ SPECTRUM_ARRAYS = {"exact": ("eigenvalues",), "lanczos": ("ritz_values", "residu
 def read_run(path: Path, notes: list[str] | None = None) -> RunArtifacts:
     """One run directory; results that cannot be used are left out and explained in ``notes``."""
     notes = notes if notes is not None else []
-    run = RunArtifacts(path=path, config=_read_json(path / "config.json"), metrics=_read_metrics(path / "metrics.jsonl"))
+    run = RunArtifacts(
+        path=path, config=_read_json(path / "config.json"), metrics=_read_metrics(path / "metrics.jsonl")
+    )
     for sub in sorted(path.glob("spectrum-*")):
         if (sub / "spectrum.json").exists() and (sub / "spectrum.npz").exists():
             info = _read_json(sub / "spectrum.json")
             method = info.get("method", sub.name.removeprefix("spectrum-"))
-            arrays = _read_npz(sub / "spectrum.npz")
+            try:
+                arrays = _read_npz(sub / "spectrum.npz", info, sub / "spectrum.json")
+            except MismatchedPairError as err:
+                notes.append(f"{err} Left out.")
+                continue
             lacking = [k for k in SPECTRUM_ARRAYS.get(method, ()) if k not in arrays]
             if lacking:
                 notes.append(f"{sub / 'spectrum.npz'} has no {', '.join(lacking)}: left out.")
@@ -139,6 +160,7 @@ def read_run(path: Path, notes: list[str] | None = None) -> RunArtifacts:
             run.spectra[method] = {"json": info, "arrays": arrays, "dir": sub.name}
     for file in sorted(path.glob("flatness-*.json")):
         info = _read_json(file)
+        _check_flatness(file, info)
         run.flatness[info.get("measure", file.stem.removeprefix("flatness-"))] = info
     if not run.complete and run.metrics:
         notes.append(f"{path.name} stopped at epoch {run.final.get('epoch')} of {run.config.get('epochs')}: shown in "
@@ -176,7 +198,8 @@ def collect(paths: Iterable[str | Path], notes: list[str] | None = None) -> tupl
             return True
         if _is_fig2(path):
             seen.add(resolved)
-            figs.append(Fig2Artifacts(path, _read_json(path / "fig2.json"), _read_npz(path / "fig2.npz")))
+            summary = _read_json(path / "fig2.json")
+            figs.append(Fig2Artifacts(path, summary, _read_npz(path / "fig2.npz", summary, path / "fig2.json")))
             return True
         return False
 
@@ -221,25 +244,42 @@ def finite_float(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def search_limit(entry: dict) -> str | None:
+    """"> 10 (search limit)" when a searched quantity (PAC-Bayes sigma') ended on its search bound, else None:
+    the bound is where the search stopped, not a measured value."""
+    if (entry.get("extra") or {}).get("bracketed", True):
+        return None
+    bounds = (entry.get("settings") or {}).get("bounds") or []
+    value = finite_float(entry.get("value"))
+    if len(bounds) != 2 or value is None:
+        return "search bound reached"
+    low, high = (finite_float(b) for b in bounds)
+    if high is not None and value >= high:
+        return f"> {high:g} (search limit)"
+    return f"< {low:g} (search limit)" if low is not None else "search bound reached"
+
+
 def flatness_scalars(run: RunArtifacts) -> dict[str, dict]:
     """Every scalar flatness/curvature number a run holds: name -> {value, stderr, invariant, direction}.
 
     ``direction`` is +1 when a larger value means SHARPER (so a positive tau with test
     error is the hypothesis "flat generalizes better"), -1 when larger means flatter
-    (PAC-Bayes sigma, local entropy).
+    (PAC-Bayes sigma, local entropy). ``limit`` is the text to show instead of a value that is
+    only the bound of a search (:func:`search_limit`).
     """
     out: dict[str, dict] = {}
 
-    def put(name, value, stderr=None, invariant=None, direction=+1):
+    def put(name, value, stderr=None, invariant=None, direction=+1, limit=None):
         value = finite_float(value)
         if value is not None:
-            out[name] = {"value": value, "stderr": finite_float(stderr), "invariant": invariant, "direction": direction}
+            out[name] = {"value": value, "stderr": finite_float(stderr), "invariant": invariant, "direction": direction,
+                         "limit": limit}
 
     for measure in ("sharpness", "pac-bayes", "fisher-rao"):
         for entry in run.flatness.get(measure, {}).get("entries", []):
             direction = -1 if entry["measure"].startswith("pac-bayes") else +1
             put(entry["measure"], entry.get("value"), entry.get("stderr"), entry.get("invariant_to_rescaling"),
-                direction)
+                direction, search_limit(entry))
     energy = run.flatness.get("local-energy")
     if energy:
         sigmas = energy.get("sigmas", [])

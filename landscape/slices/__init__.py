@@ -5,10 +5,22 @@ eigenvectors, the straight line to another run), ``grid`` evaluates the grid bat
 over parameter points, ``stage`` is ``landscape slice`` (files in ``RUN/slice-NAME/``).
 """
 
-from landscape.slices.directions import (Direction, filter_normalize, hessian_directions, interpolation_direction,
-                                         random_direction, weights_of)
-from landscape.slices.grid import (Grid, PointValues, evaluate_points, evaluate_points_loop, interpolation_grid,
-                                   square_grid)
+from landscape.slices.directions import (
+                                         Direction,
+                                         filter_normalize,
+                                         hessian_directions,
+                                         interpolation_direction,
+                                         random_direction,
+                                         weights_of,
+)
+from landscape.slices.grid import (
+                                         Grid,
+                                         PointValues,
+                                         evaluate_points,
+                                         evaluate_points_loop,
+                                         interpolation_grid,
+                                         square_grid,
+)
 from landscape.slices.stage import SliceConfig, barrier_height, compute_slice, find_slices, read_slice
 
 __all__ = [

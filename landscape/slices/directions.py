@@ -23,8 +23,8 @@ when it is not random) and, for eigen-directions, its eigenvalue.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch

@@ -20,9 +20,9 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -34,10 +34,23 @@ from landscape.errors import LandscapeError
 from landscape.io import write_json, write_npz
 from landscape.progress import make_progress
 from landscape.results import check_replaceable
-from landscape.slices.directions import (Direction, direction_seeds, hessian_directions, interpolation_direction,
-                                         random_direction, stack, weights_of)
-from landscape.slices.grid import (Grid, PointValues, evaluate_points, evaluate_points_loop, interpolation_grid,
-                                   square_grid)
+from landscape.slices.directions import (
+    Direction,
+    direction_seeds,
+    hessian_directions,
+    interpolation_direction,
+    random_direction,
+    stack,
+    weights_of,
+)
+from landscape.slices.grid import (
+    Grid,
+    PointValues,
+    evaluate_points,
+    evaluate_points_loop,
+    interpolation_grid,
+    square_grid,
+)
 
 __all__ = ["SliceConfig", "barrier_height", "compute_slice", "find_slices", "read_slice"]
 

@@ -1,17 +1,16 @@
 """All eigenvalues of a dense symmetric matrix, in place, with an error bound.
 
 LAPACK's divide-and-conquer ``?syevd`` (eigenvalues only) through scipy, called with
-``overwrite_a=True`` on a Fortran-contiguous array so no n x n copy is made (for
-n = 47,658 one float64 copy is 18.2 GB; ``torch.linalg.eigvalsh`` always copies). A
+``overwrite_a=True`` on a Fortran-contiguous array so no n x n copy is made (a float64
+copy of a 50,000-parameter Hessian is 20 GB; ``torch.linalg.eigvalsh`` always copies). A
 symmetric matrix in C order is its own transpose, so ``H.T`` is the Fortran view.
 
 Error bound. The solver is backward stable: the computed eigenvalues are exact for
 H + E with ||E||_2 <= p(n) eps ||H||_2 (Anderson et al., LAPACK Users' Guide, Sec. 4.7),
 so by Weyl each eigenvalue errs by at most that much. p(n) is a modest function of n;
-we report ``max(10, sqrt(n)) * eps * ||H||_2``, which covers the errors measured in
-tests and benchmarks with margin (a float32 solve at n = 6,000 with ||H|| = 40 errs by
-about 5e-5: 10 eps ||H||). If the matrix was STORED in float32 and solved in float64,
-the rounding of the stored entries is a second perturbation with
+we report ``max(10, sqrt(n)) * eps * ||H||_2``, which covers the errors the tests
+measure against known spectra with margin. If the matrix was STORED in float32 and
+solved in float64, the rounding of the stored entries is a second perturbation with
 ||E||_2 <= ||E||_F <= (eps32 / 2) ||H||_F, reported separately (rigorous).
 """
 
@@ -120,7 +119,7 @@ def exact_spectrum(
     """
     from scipy.linalg import eigh
 
-    from landscape import _mkl
+    from landscape.platform import mkl
 
     if backend not in ("auto", "mkl", "scipy", "torch"):
         raise ValueError(f"backend must be auto, mkl, scipy or torch, got {backend!r}")
@@ -131,8 +130,8 @@ def exact_spectrum(
     n = H.shape[0]
     use_torch = backend == "torch" or (backend == "auto" and gpu_fits(n, dtype, device))
     use_mkl = not use_torch and (backend == "mkl" or (backend == "auto" and driver == "evd"
-                                                     and _mkl.load() is not None))
-    if backend == "mkl" and _mkl.load() is None:
+                                                     and mkl.load() is not None))
+    if backend == "mkl" and mkl.load() is None:
         raise ValueError("backend='mkl' needs Intel MKL: pip install mkl")
 
     start = time.perf_counter()
@@ -146,7 +145,7 @@ def exact_spectrum(
     else:
         A, in_place = _as_fortran_symmetric(H, dtype, overwrite)
         if use_mkl:
-            eigenvalues = _mkl.syevd_values_(A)
+            eigenvalues = mkl.syevd_values_(A)
         else:
             eigenvalues = eigh(A, eigvals_only=True, overwrite_a=True, check_finite=False, driver=driver)
     eigenvalues = np.sort(np.asarray(eigenvalues, dtype=np.float64))

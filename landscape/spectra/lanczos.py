@@ -11,7 +11,7 @@ If T_m = S diag(theta) S^T, the Ritz pairs (theta_i, Q_m s_i) satisfy
 the residual we report (Parlett, *The Symmetric Eigenvalue Problem*, Sec. 13.2).
 
 In floating point the basis loses orthogonality as soon as one Ritz value converges and
-copies of it ("ghost" eigenvalues) appear. DESIGN.md sec. 4 therefore mandates FULL
+copies of it ("ghost" eigenvalues) appear. docs/design.md sec. 4 therefore asks for FULL
 reorthogonalization: every new vector is orthogonalized against the whole basis, twice
 (classical Gram-Schmidt applied twice is as accurate as modified Gram-Schmidt and much
 faster as two matrix products; "twice is enough", Giraud et al. 2005).
@@ -20,8 +20,8 @@ faster as two matrix products; "twice is enough", Giraud et al. 2005).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -110,8 +110,8 @@ def lanczos_tridiagonal(A, num_iters: int, *, v0=None, seed: int = 0):
     op = as_operator(A)
     q = _start_vector(op.shape[0], v0, seed, op.device)
     alpha = beta = None
-    for alpha, beta, _, _ in lanczos_steps(op, max(1, min(int(num_iters), op.shape[0])), q):
-        pass
+    for alpha, beta, _, _ in lanczos_steps(op, max(1, min(int(num_iters), op.shape[0])), q):  # noqa: B007
+        pass  # the last step's coefficients are the result
     return np.array(alpha), np.array(beta)
 
 
@@ -208,7 +208,7 @@ def lanczos(
     residuals = bounds = np.zeros(0)
     converged = np.zeros(0, dtype=bool)
     m = 0
-    for alpha, beta, Q, invariant in lanczos_steps(op, max_iters, q):
+    for alpha, beta, Q, invariant in lanczos_steps(op, max_iters, q):  # noqa: B007 (Q is read after the loop)
         m = len(alpha)
         if on_step is not None:
             on_step(m, max_iters, int(np.sum(converged)))

@@ -9,15 +9,15 @@ exact for polynomials f of degree <= 2m - 1 (Golub & Meurant 2010, Ch. 6). Avera
 over probes with E[v v^T] = I / n gives the density (1/n) sum_i delta(lambda - lambda_i)
 (Ubaru, Chen & Saad 2017; Ghorbani, Krishnan & Xiao 2019). Nodes are the eigenvalues of
 the tridiagonal from a symmetric eigensolver, weights the squared first components of
-its eigenvectors (DESIGN.md sec. 4), and each probe's weights sum to 1.
+its eigenvectors (docs/design.md sec. 4), and each probe's weights sum to 1.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -100,7 +100,9 @@ def hutchpp_trace(A, *, num_matvecs: int = 99, seed: int = 0) -> TraceResult:
     AG = op.matmat(G).to(torch.float64)
     samples = (G * AG).sum(dim=0).tolist()
     estimate = exact_part + sum(samples) / len(samples)
-    return TraceResult(estimate, _stderr(samples), op.count - before, len(samples), "hutch++", time.perf_counter() - start)
+    return TraceResult(
+        estimate, _stderr(samples), op.count - before, len(samples), "hutch++", time.perf_counter() - start
+    )
 
 
 def _stderr(samples: list[float]) -> float:

@@ -1,12 +1,12 @@
 """How many CPU threads this process should use: the cores it is given, less the ones others keep busy.
 
-torch starts one thread per core. On a machine that other work already loads, those
-threads wait for each other (OpenMP spins while a sibling is descheduled): the demo took
-four times its quiet wall time and 2.7x its CPU time at a load of 4-6 on 2 cores. The
-command-line entry point sizes torch's pool once at start-up from the cores the process
-may run on (affinity and a cgroup CPU quota) minus the cores other work keeps busy right
-now (a quarter-second sample of /proc/stat: the load average lags by a minute, and right
-after `make demo`'s install it would halve a quiet machine); library code never changes it.
+torch starts one thread per core. On a machine that other work already loads, those threads
+wait for each other (OpenMP spins while a sibling is descheduled), so a run takes several
+times its quiet wall time and burns CPU time doing nothing. The command-line entry point
+sizes torch's pool once at start-up from the cores the process may run on (affinity and a
+cgroup CPU quota) minus the cores other work keeps busy right now (a quarter-second sample
+of /proc/stat: the load average lags by a minute, and right after `make demo`'s install it
+would halve a quiet machine); library code never changes it.
 """
 
 from __future__ import annotations

@@ -5,10 +5,9 @@ and gives it back to the kernel on ``free``; smaller ones come from the heap, wh
 freed memory for reuse. The threshold is dynamic by default: it starts at 128 KiB and
 rises to the size of every mmapped block freed, up to 32 MiB. After a dense build's first
 few freed temporaries, every tensor under 32 MiB comes from the heap, and mixed sizes
-fragment it. Measured on the 5,226-parameter conv net of ``benchmarks/dense.py``
-(N = 256, 208 MB matrix): the same build added 0.59 GB and 1.65 GB to peak RSS in two
-fresh processes, most of it heap that held freed vmap temporaries. With the threshold
-fixed at 4 MiB it added 0.42 GB, and its time changed by +8% under the same load.
+fragment it: the same build's peak resident set then varies from one process to the next,
+most of it heap holding freed vmap temporaries. A threshold fixed at 4 MiB sends the large
+temporaries back to the kernel on ``free`` at a small cost in time.
 
 ``mallopt(M_MMAP_THRESHOLD, n)`` fixes the threshold (the dynamic rule is off from then
 on) for the whole process. :func:`bound_heap` does this once, where glibc is the
@@ -16,12 +15,11 @@ allocator.
 
 The fixed threshold does not cover the many tensors under 4 MiB that vmapped products
 allocate, some of them from the arenas of torch's worker threads. Freed, they stay
-resident: after the conv net's psi-Hessian products ~185 MB remained (RSS 200 MB above
-the pre-touched matrix, through the rows pass that followed). ``malloc_trim(0)`` hands
-every whole free page of every arena back (glibc >= 2.8); :func:`trim_heap` calls it
-between a build's phases, where it takes milliseconds, and the same build then stayed
-18-20 MB above the matrix between its phases (peak 443 -> 336 MB before the workspace
-budget). ``LANDSCAPE_HEAP=default`` leaves malloc alone (both calls become no-ops).
+resident through the phases that follow. ``malloc_trim(0)`` hands every whole free page
+of every arena back (glibc >= 2.8); :func:`trim_heap` calls it between a build's phases,
+where it takes milliseconds, so each phase starts near the matrix's own size. Both calls
+are no-ops unless the platform's ``heap`` service is on
+(:func:`landscape.platform.configure`; the command line turns it on).
 """
 
 from __future__ import annotations
@@ -29,6 +27,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+
+from landscape.platform import current
 
 _M_MMAP_THRESHOLD = -3
 DEFAULT_THRESHOLD = 4 * 2**20
@@ -38,9 +38,9 @@ _LIBC: list = []  # [glibc's handle or None], looked up once (find_library may r
 def bound_heap(threshold: int = DEFAULT_THRESHOLD) -> bool:
     """Fix glibc's mmap threshold at ``threshold`` bytes for this process; True where it took effect.
 
-    Cheap to call again; a no-op (False) off glibc or with ``LANDSCAPE_HEAP=default``.
+    Cheap to call again; a no-op (False) off glibc or with the heap service off.
     """
-    if os.environ.get("LANDSCAPE_HEAP", "").lower() == "default":
+    if not current().heap:
         return False
     libc = _glibc()
     return libc is not None and libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)) == 1
@@ -50,9 +50,9 @@ def trim_heap() -> bool:
     """Give the free pages of glibc's arenas back to the kernel (``malloc_trim(0)``).
 
     True where glibc released memory; False where it had none to release, off glibc, or
-    with ``LANDSCAPE_HEAP=default``. Call it after a phase that freed many small tensors.
+    with the heap service off. Call it after a phase that freed many small tensors.
     """
-    if os.environ.get("LANDSCAPE_HEAP", "").lower() == "default":
+    if not current().heap:
         return False
     libc = _glibc()
     return libc is not None and libc.malloc_trim(0) == 1
@@ -71,12 +71,11 @@ class Trimmer:
     """Calls :func:`trim_heap` only once the heap holds ``slack`` bytes of freed memory.
 
     A trim is cheap, but the pages it gives back are faulted in again by the next
-    temporaries: trimming after each of the conv benchmark's 1,664 rows-pass calls cost
-    5.8 s of a 12.5 s pass, against peaks of +20 MB (every call), +24 to +104 MB (every
-    16 to 128 calls) and +333 MB (never). So each call reads the resident set (~20 us)
-    and trims only when it has grown ``slack`` bytes past the level left by the last
-    trim (which accepts what stayed live as the new level). Where /proc cannot say, it
-    trims every call.
+    temporaries, so trimming after every one of a rows pass's many small calls costs a
+    large share of its time while never trimming lets the peak grow by the whole freed
+    workspace. So each call reads the resident set (microseconds) and trims only when it
+    has grown ``slack`` bytes past the level left by the last trim (which accepts what
+    stayed live as the new level). Where /proc cannot say, it trims every call.
     """
 
     def __init__(self, slack: int):

@@ -1,17 +1,16 @@
 """In-place symmetric rank-k update on any sub-block of a matrix (BLAS ``dsyrk``).
 
-scipy's Python wrapper copies a non-contiguous output, which would defeat building an
-18 GB Hessian in place, so we call BLAS with an explicit leading dimension:
+scipy's Python wrapper copies a non-contiguous output, which would defeat building a
+Hessian larger than memory in place, so we call BLAS with an explicit leading dimension:
 ``C[off:off+m, off:off+m] += alpha * A^T A`` updates a block of a large (memory-mapped)
 matrix directly. Backends, in order of preference:
 
-1. Intel MKL's ``cblas_dsyrk`` (when ``pip install mkl`` is present, see landscape._mkl);
+1. Intel MKL's ``cblas_dsyrk`` (when ``pip install mkl`` is present, see landscape.platform.mkl);
 2. PyTorch's ``addmm_`` on a strided view of the same memory (torch's CPU wheels link
    MKL; a full GEMM, so twice the flops of syrk, but correct at any size);
 3. scipy's bundled OpenBLAS ``dsyrk`` through ``scipy.linalg.cython_blas``, only for
    blocks under 2^31 bytes: scipy-openblas 0.3.30's dsyrk segfaults on larger outputs
-   (measured here at m = 20,000, k = 640, through both scipy's f2py and Cython entry
-   points).
+   (through both scipy's f2py and Cython entry points).
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ def _load():
 
 
 def _mkl_syrk():
-    from landscape import _mkl
+    from landscape.platform import mkl as _mkl
 
     lib = _mkl.load()
     if lib is None:
