@@ -31,6 +31,7 @@ CASES = {
     "dense": "benchmarks.dense",
     "diag_fisher": "benchmarks.diag_fisher",
     "demo": "benchmarks.demo",
+    "slices": "benchmarks.slices",
 }
 
 

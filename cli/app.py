@@ -982,6 +982,12 @@ def _root(
     """landscape: train with flatness-seeking optimizers, measure the minima they reach."""
 
 
+from landscape.cli.slice import slice_command  # noqa: E402  (it imports this module's shared options)
+
+app.command("slice", short_help="Loss and error on a 1-D / 2-D grid of weights (random, Hessian, or path to a run).")(
+    slice_command)
+
+
 def configure_platform(environ: dict) -> str:
     """Switch the platform services on for a command-line run; returns the line that says so.
 

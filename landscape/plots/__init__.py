@@ -11,6 +11,7 @@ from landscape.plots.flatness import (
                                       draw_local_energy,
                                       draw_local_energy_groups,
 )
+from landscape.plots.slices import draw_slice_1d, draw_slice_contour, draw_slice_heatmap, draw_slice_surface
 from landscape.plots.spectrum import (
                                       default_center_width,
                                       draw_density,
@@ -26,4 +27,5 @@ __all__ = [
     "default_center_width", "draw_density", "draw_diagonal", "draw_eigenspectrum", "draw_ritz_values",
     "draw_training_curves", "seed_band",
     "draw_correlation", "draw_fig2_1d", "draw_fig2_2d", "draw_local_energy", "draw_local_energy_groups",
+    "draw_slice_1d", "draw_slice_contour", "draw_slice_heatmap", "draw_slice_surface",
 ]
