@@ -916,6 +916,7 @@ class Target(str, enum.Enum):
     fig3 = "fig3"
     table1 = "table1"
     correlation = "correlation"
+    slices = "slices"
     all = "all"
 
 
@@ -926,7 +927,7 @@ class Scale(str, enum.Enum):
 
 @app.command(short_help="Run one of the papers' results end to end (resumable).")
 def reproduce(
-    target: Target = typer.Argument(..., help="Which result: fig1, fig2, fig3, table1, correlation or all."),
+    target: Target = typer.Argument(..., help="Which result: fig1, fig2, fig3, table1, correlation, slices or all."),
     scale: Scale = typer.Option(
         Scale.quick,
         "--scale",

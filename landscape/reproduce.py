@@ -33,7 +33,7 @@ from landscape.progress import Throttled
 
 __all__ = ["TARGETS", "SCALES", "ReproduceConfig", "Step", "plan", "reproduce"]
 
-TARGETS = ("fig1", "fig2", "fig3", "table1", "correlation", "all")
+TARGETS = ("fig1", "fig2", "fig3", "table1", "correlation", "slices", "all")
 SCALES = ("quick", "full")
 
 
@@ -263,6 +263,24 @@ def _flatness_step(plan: Plan, target: str, run_dir: Path, measure: str, device:
                            lambda: _fresh(config.output_path(), run_dir), run_dir))
 
 
+def _slice_step(plan: Plan, target: str, run_dir: Path, device: str, data_dir, *, to: Path | None = None,
+                **options) -> None:
+    from landscape.slices import SliceConfig, compute_slice
+
+    other = None if to is None else str(to / "checkpoint.pt")
+    config = SliceConfig(checkpoint=str(run_dir / "checkpoint.pt"), to=other, device=device, data_dir=data_dir,
+                         **options)
+    name = f"slice {config.name()}"
+    if plan.has(run_dir, name):
+        return
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
+    target_flag = f" --to {to}" if to is not None else ""
+    plan.steps.append(Step(target, name, f"landscape slice {run_dir}{target_flag} {flags}".strip(),
+                           lambda: compute_slice(config, progress=plan.progress,
+                                                 log=Throttled(plan.log) if plan.progress else (lambda m: None)),
+                           lambda: _fresh(config.output_dir() / "slice.json", run_dir), run_dir))
+
+
 def _dataset_available(name: str, data_dir) -> str | None:
     """None when ``name`` loads here; otherwise the loader's one-sentence reason."""
     from landscape.data import load_dataset
@@ -451,6 +469,22 @@ class _Planner:
             options.update(method="laplace", gammas=(1.0, 10.0, 100.0))
         return options
 
+    def slices(self) -> None:
+        """Loss-landscape slices of an Entropy-SGD and an SGD minimum (Table 1's first seed): 1-D and 2-D
+        random filter-normalised, the top Hessian eigen-directions, and the straight path between them."""
+        model = self.model_for(self.settings.get("table1_models", ("small-mnistfc",))[0])
+        seed = self.settings["seeds"][0]
+        minima = [self.train("slices", self.root / f"{model}-{optimizer}-s{seed}", model=model, optimizer=optimizer,
+                             seed=seed, **self.settings["table1"][optimizer])
+                  for optimizer in ("entropy-sgd", "sgd") if optimizer in self.settings["table1"]]
+        for run_dir in minima:
+            for options in ({"directions": "random", "dims": 1}, {"directions": "random", "dims": 2},
+                            {"directions": "hessian", "dims": 2}):
+                _slice_step(self.result, "slices", run_dir, self.config.device, self.config.data_dir, **options)
+        if len(minima) == 2:
+            _slice_step(self.result, "slices", minima[0], self.config.device, self.config.data_dir, to=minima[1],
+                        dims=1)
+
     def fig2(self) -> None:
         from landscape.flatness.fig2 import write_fig2
 
@@ -463,7 +497,7 @@ class _Planner:
 
 
 #: Targets that need the scale's image dataset, in the order they are planned.
-IMAGE_TARGETS = ("table1", "fig1", "fig3", "correlation")
+IMAGE_TARGETS = ("table1", "fig1", "fig3", "correlation", "slices")
 
 
 def plan(config: ReproduceConfig, settings: dict | None = None) -> Plan:

@@ -178,3 +178,24 @@ def test_full_plan_without_fashion_mnist_keeps_the_steps_whose_data_exist(no_fas
     table1 = plan(ReproduceConfig(target="table1", scale="full", runs=str(tmp_path / "runs"),
                                   data_dir=str(tmp_path / "none")))
     assert table1.steps == [] and any(r.startswith("fashion-mnist:") for r in table1.skipped)
+
+
+def test_slices_target_draws_both_minima_and_the_path_with_its_barrier(tmp_path):
+    """reproduce slices: 1-D / 2-D random and Hessian slices of the Entropy-SGD and SGD minima, the path
+    between them, and a page whose barrier numbers are those of slice.json."""
+    from landscape.report.fmt import num
+
+    lines = []
+    path = reproduce(ReproduceConfig(target="slices", scale="quick", runs=str(tmp_path / "runs"),
+                                     out=str(tmp_path / "r"), device="cpu"), log=lines.append, settings=TINY)
+    runs = tmp_path / "runs"
+    esgd, sgd = runs / "small-mnistfc-entropy-sgd-s0", runs / "small-mnistfc-sgd-s0"
+    for run in (esgd, sgd):
+        assert sorted(p.name for p in run.glob("slice-*")) >= ["slice-hessian-2d", "slice-random-1d",
+                                                                 "slice-random-2d"]
+    info = json.loads((esgd / "slice-to-small-mnistfc-sgd-s0" / "slice.json").read_text())
+    html = path.read_text(encoding="utf-8")
+    assert html.count('alt="slice ') == 7
+    row = html[html.index("Barrier: the highest") - 2000:html.index("Barrier: the highest")]
+    assert f"<td>{num(info['barrier']['train_loss'], 3)}</td>" in row
+    assert info["barrier"]["train_loss"] >= 0

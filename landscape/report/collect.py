@@ -39,6 +39,7 @@ class RunArtifacts:
     metrics: list[dict] = field(default_factory=list)
     spectra: dict[str, dict] = field(default_factory=dict)  # method -> {"json": ..., "arrays": {...}}
     flatness: dict[str, dict] = field(default_factory=dict)  # measure -> JSON
+    slices: dict[str, dict] = field(default_factory=dict)  # slice name -> {"json": ..., "arrays": {...}}
 
     @property
     def name(self) -> str:
@@ -158,6 +159,15 @@ def read_run(path: Path, notes: list[str] | None = None) -> RunArtifacts:
                 notes.append(f"{sub / 'spectrum.npz'} has no {', '.join(lacking)}: left out.")
                 continue
             run.spectra[method] = {"json": info, "arrays": arrays, "dir": sub.name}
+    for sub in sorted(path.glob("slice-*")):
+        if (sub / "slice.json").exists() and (sub / "slice.npz").exists():
+            info = _read_json(sub / "slice.json")
+            try:
+                arrays = _read_npz(sub / "slice.npz", info, sub / "slice.json")
+            except MismatchedPairError as err:
+                notes.append(f"{err} Left out.")
+                continue
+            run.slices[sub.name.removeprefix("slice-")] = {"json": info, "arrays": arrays}
     for file in sorted(path.glob("flatness-*.json")):
         info = _read_json(file)
         _check_flatness(file, info)

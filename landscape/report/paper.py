@@ -77,6 +77,7 @@ TARGET_TITLES = {
     "fig3": "Fig. 3: Hessian spectra of small-mnistfc, char-LSTM and All-CNN-BN (Fisher)",
     "table1": "Table 1 / Figs. 4-6: Entropy-SGD against SGD / Adam",
     "correlation": "Flatness measures against test error",
+    "slices": "Loss-landscape slices of an Entropy-SGD and an SGD minimum",
     "all": "Entropy-SGD (Chaudhari et al. 2017): every reproduced figure and table",
 }
 

@@ -38,6 +38,7 @@ from landscape.plots import (
     new_figure,
     svg_bytes,
 )
+from landscape.plots.slices import draw_slice_1d, draw_slice_contour, draw_slice_heatmap
 from landscape.report.archive import archive_runs
 from landscape.report.collect import RunArtifacts, collect, finite_float, flatness_scalars, run_label
 from landscape.report.fmt import duration, num, pct, short_name, signed
@@ -580,6 +581,44 @@ def _correlation_section(runs: list[RunArtifacts], min_models: int = 4, max_trai
             "max_train_error": max_train_error, "dropped": len(dropped)}
 
 
+def _slice_figure(run: RunArtifacts, name: str, item: dict) -> dict:
+    """One slice of one run: contour and log-scale heat map of the training loss (2-D), or the
+    loss and error curves of the training and test splits with the path's barrier (1-D)."""
+    info, arrays = item["json"], item["arrays"]
+    kind, label = info.get("kind", "random"), short_name(run.name)
+    if "axis_1" in arrays:
+        positive = bool(np.all(np.asarray(arrays["train_loss"]) > 0))
+        fig, axes = new_figure(1, 2 if positive else 1, width=9.0 if positive else 4.6, height=3.6)
+        axes = np.atleast_1d(axes)
+        draw_slice_contour(axes[0], arrays["axis_0"], arrays["axis_1"], arrays["train_loss"], label="train loss")
+        if positive:
+            draw_slice_heatmap(axes[1], arrays["axis_0"], arrays["axis_1"], arrays["train_loss"], label="train loss")
+        what = "top Hessian eigen-directions" if kind == "hessian" else "random filter-normalised directions"
+        return _figure(fig, f"{label}: training loss on the plane of two {what} (slice {name}); the star is the "
+                            "run.", f"slice {name} {run.name}")
+    fig, ax = new_figure(width=6.0, height=3.4)
+    path = kind == "interpolation"
+    draw_slice_1d(ax, arrays["axis_0"], arrays, xlabel="t (0: this run, 1: the other)" if path else "direction",
+                  path=path, barrier=info.get("barrier") if path else None)
+    caption = (f"{label}: the straight path to {short_name(Path(str(info.get('other_checkpoint', ''))).parent.name)}"
+               " (barrier: the highest value along the path minus the larger endpoint)" if path else
+               f"{label}: loss and error along a random filter-normalised direction")
+    return _figure(fig, caption + f" (slice {name}).", f"slice {name} {run.name}")
+
+
+def _slices_section(runs: list[RunArtifacts]) -> dict | None:
+    figures, paths = [], []
+    for run in (r for r in runs if r.slices):
+        for name, item in sorted(run.slices.items()):
+            figures.append(_slice_figure(run, name, item))
+            if item["json"].get("kind") == "interpolation":
+                paths.append({"run": run.name, "other": Path(str(item["json"].get("other_checkpoint", ""))).parent.name,
+                              "barrier": item["json"].get("barrier") or {}})
+    if not figures:
+        return None
+    return {"figures": figures, "paths": paths}
+
+
 def _fig2_section(figs) -> dict | None:
     if not figs:
         return None
@@ -679,7 +718,7 @@ def render_report(paths: Sequence[str | Path], *, title: str | None = None, log:
                         ("flatness", lambda: _flatness_section(runs)),
                         ("correlation", lambda: _correlation_section(runs, max_train_error=max_train_error,
                                                                      notes=notes)),
-                        ("fig2", lambda: _fig2_section(figs))):
+                        ("slices", lambda: _slices_section(runs)), ("fig2", lambda: _fig2_section(figs))):
         sections[name] = build()
         if sections[name] is not None:
             log(f"drew the {name} section")
