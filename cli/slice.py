@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from landscape.cli.app import (
+from landscape.cli.common import (
     NON_NEGATIVE,
     Precision,
     chunk_option,
