@@ -463,7 +463,10 @@ class HessianOperator(ModelOperator):
             with fwAD.dual_level():
                 duals = {n: fwAD.make_dual(p, tangents[n]) for n, p in leaves.items()}
                 with _DataLayerTangents():
-                    z, z_dot = fwAD.unpack_dual(self.logits(duals, x))
+                    outputs = self.logits(duals, x)
+                if not isinstance(outputs, torch.Tensor):  # a dict of outputs: the reverse schemes serve it
+                    raise NotImplementedError("reverse-over-forward needs the model to return one tensor")
+                z, z_dot = fwAD.unpack_dual(outputs)
             if z_dot is None or not z.requires_grad:
                 return [torch.zeros_like(p) for p in leaves.values()]
             # the loss is differentiated in reverse mode: forward-mode formulas of some
