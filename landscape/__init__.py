@@ -28,6 +28,8 @@ _PUBLIC = {
     "GGN": ("landscape.api", "GGN"),
     "Fisher": ("landscape.api", "Fisher"),
     "Eigenvalues": ("landscape.api", "Eigenvalues"),
+    "per_sample_gradients": ("landscape.api", "per_sample_gradients"),
+    "gradient_moments": ("landscape.api", "gradient_moments"),
     "HessianOperator": ("landscape.curvature.operators", "HessianOperator"),
     "GGNOperator": ("landscape.curvature.operators", "GGNOperator"),
     "FisherOperator": ("landscape.curvature.operators", "FisherOperator"),

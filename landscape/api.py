@@ -31,7 +31,8 @@ from landscape.spectra.lanczos import lanczos
 from landscape.spectra.slq import SLQResult, slq
 from landscape.spectra.trace import hutchinson_trace
 
-__all__ = ["Eigenvalues", "Fisher", "GGN", "Hessian", "Trace", "as_pairs"]
+__all__ = ["Eigenvalues", "Fisher", "GGN", "GradientMoments", "Hessian", "Trace", "as_pairs", "gradient_moments",
+           "per_sample_gradients"]
 
 _WHICH = {"largest": "LA", "smallest": "SA", "both": "both", "magnitude": "LM"}
 
@@ -168,3 +169,45 @@ class Fisher(_Curvature):
 
     def _build(self, model, loss_fn, batches, **options):
         return FisherOperator(model, loss_fn, batches, **self._fisher, **options)
+
+
+@dataclass(frozen=True)
+class GradientMoments:
+    """Moments of the per-sample gradients g_i over the N samples: ``mean`` (the mean loss's
+    gradient), ``second_moment`` (mean of g_i**2: the empirical Fisher's diagonal) and
+    ``variance`` (``second_moment - mean**2``, the population variance per parameter)."""
+
+    mean: torch.Tensor
+    second_moment: torch.Tensor
+    variance: torch.Tensor
+    samples: int
+
+
+def _sample_gradients(model, loss_fn, data, batch_fn, **options):
+    """Each batch's ``(B, n)`` per-sample gradients, one batch at a time (vmapped over samples)."""
+    operator = FisherOperator(model, loss_fn, as_pairs(data, batch_fn), kind="empirical", **options)
+    for x, y in operator.batches:
+        yield operator.per_sample_gradients(x, y).detach()
+
+
+def per_sample_gradients(model: nn.Module, loss_fn: Callable | None, data: Any, *,
+                         batch_fn: Callable[[Any], tuple] | None = None, **options) -> torch.Tensor:
+    """``(N, n)``: row i is the gradient of sample i's own loss (``loss_fn`` on that sample alone),
+    by ``torch.func.vmap`` over the samples; options as for :class:`Hessian` (dtype, device, params)."""
+    return torch.cat(list(_sample_gradients(model, loss_fn, data, batch_fn, **{"dtype": torch.float64, **options})))
+
+
+def gradient_moments(model: nn.Module, loss_fn: Callable | None, data: Any, *,
+                     batch_fn: Callable[[Any], tuple] | None = None, **options) -> GradientMoments:
+    """The mean, second moment and variance of the per-sample gradients, accumulated batch by batch
+    (the (N, n) matrix is never held); options as for :class:`Hessian`."""
+    total = first = second = None
+    for rows in _sample_gradients(model, loss_fn, data, batch_fn, **{"dtype": torch.float64, **options}):
+        part_first, part_second = rows.sum(0), (rows * rows).sum(0)
+        first = part_first if first is None else first + part_first
+        second = part_second if second is None else second + part_second
+        total = rows.shape[0] + (total or 0)
+    mean, second = first / total, second / total
+    return GradientMoments(mean=mean, second_moment=second, variance=(second - mean * mean).clamp_min(0.0),
+                           samples=int(total))
+

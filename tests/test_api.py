@@ -135,3 +135,27 @@ def test_the_top_level_names_are_the_documented_ones():
     assert landscape.trace.__name__ == "hutchinson_trace" and math.isfinite(1.0)
     with pytest.raises(AttributeError):
         landscape.not_a_public_name  # noqa: B018
+
+
+def test_per_sample_gradients_and_their_moments_match_a_loop():
+    """vmap over samples against one autograd call per sample, with unequal batches and a dict of outputs."""
+    torch.manual_seed(4)
+    model = _DictModel().double()
+    x, y = torch.randn(7, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    data = [(x[:4], y[:4]), (x[4:], y[4:])]
+
+    def loss(outputs, targets):
+        return nn.functional.cross_entropy(outputs["logits"], targets)
+
+    loop = []
+    for i in range(7):
+        model.zero_grad()
+        loss(model(x[i:i + 1]), y[i:i + 1]).backward()
+        loop.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    loop = torch.stack(loop)
+    rows = landscape.per_sample_gradients(model, loss, data)
+    torch.testing.assert_close(rows, loop, rtol=0, atol=1e-12)
+    moments = landscape.gradient_moments(model, loss, data)
+    torch.testing.assert_close(moments.mean, loop.mean(0), rtol=0, atol=1e-12)
+    torch.testing.assert_close(moments.variance, loop.var(0, unbiased=False), rtol=0, atol=1e-12)
+    assert moments.samples == 7
