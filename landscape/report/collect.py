@@ -311,3 +311,15 @@ def flatness_scalars(run: RunArtifacts) -> dict[str, dict]:
         put("exact λmax", info.get("lambda_max"), None, False)
         put("exact trace", info.get("trace"), None, False)
     return out
+
+
+def exact_groups(runs: list[RunArtifacts]) -> dict[tuple, list[RunArtifacts]]:
+    """Runs with an exact spectrum, grouped by (model, dataset, operator): the spectra one figure overlays."""
+    groups: dict[tuple, list[RunArtifacts]] = {}
+    for run in runs:
+        if "exact" in run.spectra:
+            info = run.spectra["exact"]["json"]
+            key = (run.config.get("model"), run.config.get("dataset"), info.get("operator"))
+            groups.setdefault(key, []).append(run)
+    return groups
+

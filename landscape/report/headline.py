@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from landscape.report.collect import RunArtifacts, finite_float
+from landscape.report.collect import RunArtifacts, exact_groups, finite_float
 from landscape.report.fmt import num, pct
 from landscape.report.paper import PAPER_SPECTRA, PAPER_TABLE1, PaperSpectrum, PaperTable1, operator_name, same_data
 
@@ -48,11 +48,7 @@ Comparison = dict  # {"title", "columns", "rows"}: one table of the headline
 
 def spectrum_comparisons(runs: list[RunArtifacts]) -> list[Comparison]:
     """One table per exact spectrum group (model, dataset, operator) that the paper shows."""
-    groups: dict[tuple, list[RunArtifacts]] = defaultdict(list)
-    for run in runs:
-        if "exact" in run.spectra:
-            info = run.spectra["exact"]["json"]
-            groups[(run.config.get("model"), run.config.get("dataset"), info.get("operator"))].append(run)
+    groups = exact_groups(runs)
     tables = []
     for (model, dataset, operator), members in groups.items():
         paper = PAPER_SPECTRA.get(model)

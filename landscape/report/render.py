@@ -40,7 +40,7 @@ from landscape.plots import (
 )
 from landscape.plots.slices import draw_slice_1d, draw_slice_contour, draw_slice_heatmap
 from landscape.report.archive import archive_runs
-from landscape.report.collect import RunArtifacts, collect, finite_float, flatness_scalars, run_label
+from landscape.report.collect import RunArtifacts, collect, exact_groups, finite_float, flatness_scalars, run_label
 from landscape.report.fmt import duration, num, pct, short_name, signed
 from landscape.report.headline import spectrum_comparisons, table1_comparisons
 from landscape.report.paper import PAPER_SPECTRA, PAPER_TABLE1, operator_name
@@ -271,11 +271,7 @@ def _diagonal_row(run: RunArtifacts, info: dict) -> dict:
 
 def _exact_figures(runs: list[RunArtifacts], warnings: list[str]) -> list[dict]:
     """Fig. 1 / 3 overlays: exact spectra of one model/dataset/operator together (the paper overlays runs)."""
-    groups: dict[tuple, list[RunArtifacts]] = defaultdict(list)
-    for run in runs:
-        if "exact" in run.spectra:
-            info = run.spectra["exact"]["json"]
-            groups[(run.config.get("model"), run.config.get("dataset"), info.get("operator"))].append(run)
+    groups = exact_groups(runs)
     figures = []
     for (model, dataset, operator), members in groups.items():
         shown = members[:4]

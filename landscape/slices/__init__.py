@@ -6,20 +6,20 @@ over parameter points, ``stage`` is ``landscape slice`` (files in ``RUN/slice-NA
 """
 
 from landscape.slices.directions import (
-                                         Direction,
-                                         filter_normalize,
-                                         hessian_directions,
-                                         interpolation_direction,
-                                         random_direction,
-                                         weights_of,
+    Direction,
+    filter_normalize,
+    hessian_directions,
+    interpolation_direction,
+    random_direction,
+    weights_of,
 )
 from landscape.slices.grid import (
-                                         Grid,
-                                         PointValues,
-                                         evaluate_points,
-                                         evaluate_points_loop,
-                                         interpolation_grid,
-                                         square_grid,
+    Grid,
+    PointValues,
+    evaluate_points,
+    evaluate_points_loop,
+    interpolation_grid,
+    square_grid,
 )
 from landscape.slices.stage import SliceConfig, barrier_height, compute_slice, find_slices, read_slice
 
