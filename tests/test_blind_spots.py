@@ -120,3 +120,113 @@ def test_slq_density_moments_are_those_of_the_spectrum_plus_the_kernel_s_varianc
     assert moments[1] == pytest.approx(lam.mean(), rel=1e-10)
     assert moments[2] == pytest.approx(np.mean(lam**2) + h**2, rel=1e-10)
     assert moments[3] == pytest.approx(np.mean(lam**3) + 3 * h**2 * lam.mean(), rel=1e-10)
+
+
+# ---- PAC-Bayes sigma' recomputed from its definition ----------------------------------------------
+
+
+@pytest.mark.parametrize("noise", ["multiplicative", "additive"])
+def test_pac_bayes_sigma_recomputed_on_a_model_whose_loss_is_far_from_zero(noise):
+    """Random labels keep the loss near 1.5, so a deviation measured from 0 instead of from L(w) is far off.
+    sigma' is recomputed from the definition with the documented draws (standard normal, float64, one
+    CPU generator seeded with ``seed``, in parameter order) and scipy's root finder."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3).double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (64,), generator=g)
+    base = {n: p.detach() for n, p in model.named_parameters()}
+
+    def loss(params) -> float:
+        with torch.no_grad():
+            return float(nn.functional.cross_entropy(functional_call(model, params, (x,)), y))
+
+    base_loss = loss(base)
+    assert base_loss > 1.0
+    draws_gen = torch.Generator().manual_seed(7)
+    draws = [{n: torch.randn(p.shape, generator=draws_gen, dtype=torch.float64) for n, p in base.items()}
+             for _ in range(5)]
+
+    def deviation(sigma: float) -> float:
+        moved = [{n: (w * (1 + sigma * z[n]) if noise == "multiplicative" else w + sigma * z[n])
+                  for n, w in base.items()} for z in draws]
+        return float(np.mean([loss(p) for p in moved])) - base_loss
+
+    target, rtol = 0.05, 1e-3
+    truth = optimize.brentq(lambda s: deviation(s) - target, 1e-5, 10.0, xtol=1e-12, rtol=1e-12)
+    result = pac_bayes_sigma(model, (x, y), target=target, metric="loss", noise=noise, samples=5, seed=7, rtol=rtol)
+    assert result.extra["bracketed"] and result.extra["base"] == pytest.approx(base_loss, rel=1e-12)
+    assert truth / (1 + rtol) <= result.value <= truth * (1 + 1e-9)
+
+
+# ---- Fisher-Rao norm against w^T F w from per-sample gradients ---------------------------------------
+
+
+def test_model_fisher_rao_norm_equals_w_fisher_w_from_per_sample_gradients():
+    """F = (1/N) sum_i sum_y p(y|x_i) g_iy g_iy^T with g_iy = grad_w log p(y|x_i), one autograd call each, on a
+    net with biases (so the homogeneity closed form does not apply)."""
+    from landscape.flatness import fisher_rao_norm
+
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 4)).double()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(23, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (23,), generator=g)
+    params = list(net.parameters())
+    w = torch.cat([p.detach().reshape(-1) for p in params])
+    F_model = torch.zeros(w.numel(), w.numel(), dtype=torch.float64)
+    F_empirical = torch.zeros_like(F_model)
+    for i in range(x.shape[0]):
+        logp = torch.log_softmax(net(x[i : i + 1])[0], dim=0)
+        for c in range(4):
+            grads = torch.autograd.grad(logp[c], params, retain_graph=True)
+            gvec = torch.cat([t.reshape(-1) for t in grads])
+            F_model += float(logp[c].exp()) * torch.outer(gvec, gvec)
+            if c == int(y[i]):
+                F_empirical += torch.outer(gvec, gvec)
+    F_model /= x.shape[0]
+    F_empirical /= x.shape[0]
+    for kind, F in (("model", F_model), ("empirical", F_empirical)):
+        result = fisher_rao_norm(net, (x, y), kind=kind, batch_size=10)
+        assert result.value == pytest.approx(float(w @ F @ w), rel=1e-10), kind
+        assert result.extra["norm"] == pytest.approx(math.sqrt(float(w @ F @ w)), rel=1e-10)
+
+
+# ---- epsilon-sharpness against a brute-force maximum ---------------------------------------------------
+
+
+class Quadratic(nn.Module):
+    """Per-sample output 0.5 (w - c)^T A (w - c): with the mean as the loss, L(w) is that quadratic."""
+
+    def __init__(self, w0, A, c):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(w0, dtype=torch.float64))
+        self.A = torch.tensor(A, dtype=torch.float64)
+        self.c = torch.tensor(c, dtype=torch.float64)
+
+    def forward(self, x):
+        d = self.w - self.c
+        return (0.5 * d @ self.A @ d).expand(x.shape[0])
+
+
+def mean_output(outputs, targets, reduction="mean"):
+    return outputs.sum() if reduction == "sum" else outputs.mean()
+
+
+@pytest.mark.parametrize("box", ["relative", "keskar"])
+def test_epsilon_sharpness_reaches_the_brute_force_maximum_of_a_quadratic(box):
+    from landscape.flatness import epsilon_sharpness
+
+    w0, A, c = [0.8, -1.5], [[2.0, 0.6], [0.6, 1.0]], [-1.0, 1.0]
+    model = Quadratic(w0, A, c)
+    eps = 0.3
+    radius = eps * (np.abs(w0) + (1.0 if box == "keskar" else 0.0))
+    axes = [np.linspace(w - r, w + r, 401) for w, r in zip(w0, radius)]  # the corners are grid nodes
+    W1, W2 = np.meshgrid(*axes, indexing="ij")
+    D1, D2 = W1 - c[0], W2 - c[1]
+    values = 0.5 * (A[0][0] * D1**2 + 2 * A[0][1] * D1 * D2 + A[1][1] * D2**2)
+    base = 0.5 * (np.array(w0) - c) @ np.array(A) @ (np.array(w0) - c)
+    data = (torch.zeros(5, 1, dtype=torch.float64), torch.zeros(5, dtype=torch.long))
+    result = epsilon_sharpness(model, data, eps, box=box, steps=12, loss_fn=mean_output)
+    assert result.value == pytest.approx(values.max() - base, rel=1e-12)
+    assert result.extra["base_loss"] == pytest.approx(base, rel=1e-12)
