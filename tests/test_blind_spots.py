@@ -214,10 +214,12 @@ def mean_output(outputs, targets, reduction="mean"):
 
 
 @pytest.mark.parametrize("box", ["relative", "keskar"])
-def test_epsilon_sharpness_reaches_the_brute_force_maximum_of_a_quadratic(box):
+@pytest.mark.parametrize("c", [[-1.0, 1.0], [0.8, -1.5]], ids=["sloped", "at-the-minimum"])
+def test_epsilon_sharpness_reaches_the_brute_force_maximum_of_a_quadratic(box, c):
+    """The maximum over a 401 x 401 grid of the box (corners included); at the minimum the gradient is 0."""
     from landscape.flatness import epsilon_sharpness
 
-    w0, A, c = [0.8, -1.5], [[2.0, 0.6], [0.6, 1.0]], [-1.0, 1.0]
+    w0, A = [0.8, -1.5], [[2.0, 0.6], [0.6, 1.0]]
     model = Quadratic(w0, A, c)
     eps = 0.3
     radius = eps * (np.abs(w0) + (1.0 if box == "keskar" else 0.0))
