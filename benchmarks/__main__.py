@@ -30,6 +30,7 @@ CASES = {
     "trace_density": "benchmarks.trace_density",
     "dense": "benchmarks.dense",
     "diag_fisher": "benchmarks.diag_fisher",
+    "mutation": "benchmarks.mutation",  # options: python -m benchmarks.mutation --help
 }
 
 

@@ -79,7 +79,7 @@ def test_absolute_local_entropy_of_a_constant_energy_is_the_gaussian_normaliser(
 
 # ---- the SLQ density against a spectrum known by construction ---------------------------------------
 
-CLUSTERS = ((0.0, 0.5, 60), (4.0, 4.5, 360), (10.0, 10.5, 180))  # (low, high, count): masses 0.1, 0.6, 0.3
+CLUSTERS = ((0.0, 0.5, 20), (4.0, 4.5, 120), (10.0, 10.5, 60))  # (low, high, count): masses 0.1, 0.6, 0.3
 
 
 def clustered_spectrum() -> np.ndarray:
@@ -101,9 +101,9 @@ def test_slq_density_puts_each_cluster_s_mass_where_the_eigenvalues_are(rotated)
         A = torch.tensor((Q * lam) @ Q.T)
     else:
         A = torch.diag(torch.tensor(lam))
-    result = slq(A, num_probes=30, num_iters=40, seed=0)
-    grid, values = result.density(np.linspace(-2.0, 13.0, 30001), bandwidth=0.05)
-    tol = 0.01 if not rotated else 0.03  # rotated: each probe sees the clusters with O(n^-1/2) noise
+    result = slq(A, num_probes=20 if rotated else 2, num_iters=30, seed=0)
+    grid, values = result.density(np.linspace(-2.0, 13.0, 6001), bandwidth=0.05)
+    tol = 0.01 if not rotated else 0.04  # rotated: each probe sees the clusters with O(n^-1/2) noise
     for (lo, hi, count) in CLUSTERS:
         assert interval_mass(grid, values, lo - 1.0, hi + 1.0) == pytest.approx(count / lam.size, abs=tol)
 
@@ -232,3 +232,95 @@ def test_epsilon_sharpness_reaches_the_brute_force_maximum_of_a_quadratic(box, c
     result = epsilon_sharpness(model, data, eps, box=box, steps=12, loss_fn=mean_output)
     assert result.value == pytest.approx(values.max() - base, rel=1e-12)
     assert result.extra["base_loss"] == pytest.approx(base, rel=1e-12)
+
+
+# ---- SLQ's other outputs: the probes, the trace and f-trace estimates, the default grids -----------------
+
+
+def documented_probes(n: int, num_probes: int, seed: int) -> list[torch.Tensor]:
+    """Rademacher probes drawn as slq documents them: one CPU generator seeded with ``seed``, in probe order."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, 2, (n,), generator=g, dtype=torch.float64) * 2 - 1 for _ in range(num_probes)]
+
+
+def rotated(lam: np.ndarray, seed: int = 1) -> torch.Tensor:
+    Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((lam.size, lam.size)))
+    return torch.tensor((Q * lam) @ Q.T)
+
+
+def test_slq_trace_and_f_trace_are_the_hutchinson_means_of_the_documented_probes():
+    """Gauss quadrature is exact for degree <= 2m - 1, so each probe's estimate is n v^T f(A) v / |v|^2 for
+    f = x, x^2: the mean and the standard error over probes follow from the probes alone."""
+    lam = np.linspace(-1.0, 3.0, 50)
+    A = rotated(lam)
+    for num_probes in (2, 7):
+        result = slq(A, num_probes=num_probes, num_iters=8, seed=5)
+        probes = documented_probes(50, num_probes, seed=5)
+        for power, estimate in ((1, result.trace_estimate()), (2, result.expectation(lambda x: x**2))):
+            per_probe = np.array([float(v @ torch.linalg.matrix_power(A, power) @ v) for v in probes])
+            assert estimate[0] == pytest.approx(per_probe.mean(), rel=1e-10)
+            assert estimate[1] == pytest.approx(per_probe.std(ddof=1) / math.sqrt(num_probes), rel=1e-8)
+    one = slq(A, num_probes=1, num_iters=8, seed=5)
+    assert math.isnan(one.trace_estimate()[1]) and math.isnan(one.expectation(np.abs)[1])
+
+
+def test_slq_records_its_settings_and_counts_only_its_own_products():
+    from landscape.curvature.base import as_operator
+
+    op = as_operator(rotated(np.linspace(0.0, 1.0, 30)))
+    first = slq(op, num_probes=2, num_iters=5, seed=3)
+    second = slq(op, num_probes=3, num_iters=50, seed=4)  # num_iters capped at n
+    assert (first.num_probes, first.num_iters, first.seed, first.n) == (2, 5, 3, 30)
+    assert (second.num_probes, second.num_iters, second.seed) == (3, 30, 4)
+    assert first.hvp_count == 10 and second.hvp_count == 90 and op.count == 100
+    assert 0 < second.wall_s < 60
+    defaults = slq(op)
+    assert (defaults.num_probes, defaults.num_iters, defaults.seed) == (10, 30, 0)
+    for bad in ({"num_probes": 0}, {"num_iters": 0}):
+        with pytest.raises(ValueError):
+            slq(op, **bad)
+    tiny = slq(op, num_probes=1, num_iters=1)
+    assert tiny.nodes.shape == (1, 1)
+
+
+def test_slq_pads_an_early_invariant_krylov_space_with_weightless_nodes_inside_the_spectrum():
+    A = torch.diag(torch.tensor([1.0] * 10 + [4.0] * 10 + [6.0] * 10, dtype=torch.float64))
+    result = slq(A, num_probes=2, num_iters=9, seed=0)
+    assert result.nodes.shape == (2, 9)
+    np.testing.assert_allclose(result.nodes[:, :3], [[1.0, 4.0, 6.0]] * 2, rtol=1e-12)
+    np.testing.assert_allclose(result.weights[:, :3], 1 / 3, rtol=1e-12)
+    assert np.all(result.weights[:, 3:] == 0) and np.all(np.isfinite(result.nodes))
+    grid, values = result.density()  # padding must not move the default grid
+    assert grid[0] == pytest.approx(1.0 - 3 * 0.05) and grid[-1] == pytest.approx(6.0 + 3 * 0.05)
+
+
+def test_slq_default_density_grids_and_bandwidths():
+    """Linear: bandwidth 1% of the node range, grid 3 bandwidths past the extreme nodes, 1000 points;
+    a single-valued spectrum (range 0) uses bandwidth 0.01. Log: log10|lambda|, bandwidth 0.05 decades."""
+    lam = np.concatenate([-np.geomspace(1e-3, 1e-1, 10), np.geomspace(1e-4, 20.0, 40)])
+    result = slq(rotated(lam), num_probes=3, num_iters=50, seed=2)
+    nodes = result.nodes.reshape(-1)
+    grid, values = result.density()
+    h = 0.01 * (nodes.max() - nodes.min())
+    assert grid.size == 1000
+    assert grid[0] == pytest.approx(nodes.min() - 3 * h) and grid[-1] == pytest.approx(nodes.max() + 3 * h)
+    assert values.max() == pytest.approx(_kernel_sum(grid, nodes, result.weights.reshape(-1) / 3, h).max())
+    grid, values = result.density(scale="log")
+    logs = np.log10(np.abs(nodes))
+    assert grid[0] == pytest.approx(logs.min() - 0.15) and grid[-1] == pytest.approx(logs.max() + 0.15)
+    np.testing.assert_allclose(values, _kernel_sum(grid, logs, result.weights.reshape(-1) / 3, 0.05), rtol=1e-12)
+    grid, values = result.density(scale="log", bandwidth=0.2)
+    np.testing.assert_allclose(values, _kernel_sum(grid, logs, result.weights.reshape(-1) / 3, 0.2), rtol=1e-12)
+    flat = slq(3.0 * torch.eye(20, dtype=torch.float64), num_probes=2, num_iters=4)
+    grid, _ = flat.density()
+    assert grid[0] == pytest.approx(3.0 - 0.03) and grid[-1] == pytest.approx(3.0 + 0.03)
+    with pytest.raises(ValueError):
+        result.density(scale="sqrt")
+
+
+def _kernel_sum(grid, centres, weights, h):
+    """sum_j w_j N(grid; centre_j, h^2), written out."""
+    out = np.zeros_like(grid)
+    for c, w in zip(centres, weights):
+        out += w * np.exp(-0.5 * ((grid - c) / h) ** 2) / (h * math.sqrt(2 * math.pi))
+    return out
