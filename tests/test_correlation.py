@@ -179,3 +179,16 @@ def test_bootstrap_defaults_three_models_and_no_resamples():
     assert math.isfinite(three.low) and math.isfinite(three.high) and three.n == 3
     none = kendall_tau_ci(x, y, n_boot=0)
     assert math.isnan(none.low) and math.isnan(none.high) and none.n_boot == 0 and none.tau == default.tau
+
+
+def test_granulated_tau_leaves_out_missing_measures_and_warns_about_nothing():
+    import warnings
+
+    hyper = [{"lr": lr} for lr in (0.1, 0.2, 0.3, 0.4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an empty mean would warn: none is taken
+        result = granulated_kendall([1.0, None, 2.0, 3.0], [0.3, 0.1, None, 0.2], hyper)
+        assert result.psi == {"lr": -1.0} and result.groups == {"lr": 1}  # models 0 and 3 remain
+        single = granulated_kendall([1.0, 2.0], [0.1, 0.2], [{"lr": 0.1, "wd": 0}, {"lr": 0.1, "wd": 1}],
+                                    varied=["lr"])
+        assert math.isnan(single.psi["lr"]) and math.isnan(single.overall)
