@@ -1,8 +1,8 @@
-"""Absolute numbers that the other tests only see relative to the code's own conventions.
+"""Absolute local entropy, the SLQ density and estimates, sigma', Fisher-Rao and epsilon-sharpness.
 
-Each test here compares a library result with a truth computed independently of the
-library: a closed form, a separate quadrature, a spectrum known by construction, or a
-recomputation from the documented definition.
+Each test compares a library result with a truth computed without the library: a closed
+form, scipy's quadrature or root finder, a spectrum known by construction, per-sample
+gradients, a brute-force maximum, or a recomputation from the documented definition.
 """
 
 from __future__ import annotations
