@@ -84,6 +84,15 @@ EQUIVALENT: dict[str, str] = {
         "non-zero counts, so the ratio is unchanged",
     "landscape.flatness.correlation.x__tau_b_from_indices__mutmut_11":
         "triu_indices(n) adds the diagonal, where sign(0) = 0 adds nothing to the sum or the non-zero counts",
+    **{f"landscape.spectra.slq.{name}": _NAN for name in (
+        "xǁSLQResultǁtrace_estimate__mutmut_18", "xǁSLQResultǁexpectation__mutmut_19")},
+    **{f"landscape.spectra.slq.xǁSLQResultǁdensity__mutmut_{i}": "numpy reads any negative size as the one to "
+       "infer: reshape(-2) is reshape(-1)" for i in (7, 12)},
+    "landscape.spectra.slq.x_slq__mutmut_8": "the operator is square: shape[1] is shape[0]",
+    **{f"landscape.spectra.slq.x_slq__mutmut_{i}": "integer +-1 probes: lanczos casts the start vector to "
+       "float64 before normalising it, exactly" for i in (34, 39)},
+    "landscape.spectra.slq.x_slq__mutmut_35": "randint(2, ...) is randint(0, 2, ...): the same draws",
+    "landscape.spectra.slq.x_slq__mutmut_62": "with k == m the padded slice nodes[p, m:] is empty",
 }
 
 STATUSES = ("killed", "timeout", "survived", "no tests", "suspicious", "segfault", "skipped", "not checked")
