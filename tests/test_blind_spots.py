@@ -339,3 +339,69 @@ def _kernel_sum(grid, centres, weights, h):
     for c, w in zip(centres, weights):
         out += w * np.exp(-0.5 * ((grid - c) / h) ** 2) / (h * math.sqrt(2 * math.pi))
     return out
+
+
+# ---- Hutchinson and Hutch++ recomputed from their documented draws ----------------------------------------
+
+
+def rademacher_block(n: int, k: int, g: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, 2, (n, k), generator=g, dtype=torch.float64) * 2 - 1
+
+
+def test_hutchinson_is_the_mean_of_v_a_v_over_blocks_until_its_error_target():
+    """Rademacher blocks of ``block`` columns from one generator; after each block (and at least
+    ``min_samples``) it stops once the standard error s / sqrt(m) meets the absolute or relative target."""
+    from landscape.curvature.base import as_operator
+    from landscape.spectra.trace import hutchinson_trace
+
+    A = rotated(np.linspace(-0.5, 4.0, 40), seed=3)
+    cases = [dict(max_samples=37, block=10), dict(max_samples=200, block=7, min_samples=15, target_rel=0.05),
+             dict(max_samples=200, block=4, target_stderr=2.0), dict(max_samples=1, block=10)]
+    for options in cases:
+        g = torch.Generator().manual_seed(6)
+        samples: list[float] = []
+        while len(samples) < options["max_samples"]:
+            V = rademacher_block(40, min(options["block"], options["max_samples"] - len(samples)), g)
+            samples += ((V * (A @ V)).sum(dim=0)).tolist()
+            s = np.array(samples)
+            if len(s) >= max(options.get("min_samples", 10), 2):
+                err = s.std(ddof=1) / math.sqrt(len(s))
+                if err <= options.get("target_stderr", -1) or err <= options.get("target_rel", -1) * abs(s.mean()):
+                    break
+        op = as_operator(A)
+        op.matvec(torch.ones(40, dtype=torch.float64))  # a product made before is not counted
+        result = hutchinson_trace(op, seed=6, **options)
+        s = np.array(samples)
+        assert result.samples == len(s) and result.hvp_count == len(s) and result.method == "hutchinson"
+        assert result.estimate == pytest.approx(s.mean(), rel=1e-12)
+        if len(s) > 1:
+            assert result.stderr == pytest.approx(s.std(ddof=1) / math.sqrt(len(s)), rel=1e-10)
+        else:
+            assert math.isnan(result.stderr)
+        assert 0 < result.wall_s < 60
+    assert 10 < hutchinson_trace(A, target_rel=0.05).samples < 1000  # defaults: min 10, max 1000 samples
+
+
+def test_hutchpp_is_exact_for_a_matrix_of_rank_below_its_sketch_and_recomputes_otherwise():
+    from landscape.spectra.trace import hutchpp_trace
+
+    rng = np.random.default_rng(5)
+    B = rng.standard_normal((30, 4))
+    low_rank = torch.tensor(B @ np.diag([5.0, 2.0, -1.0, 0.5]) @ B.T)
+    exact = hutchpp_trace(low_rank, num_matvecs=15, seed=2)  # sketch of 5 columns covers the rank-4 range
+    assert exact.estimate == pytest.approx(float(torch.trace(low_rank)), rel=1e-10)
+    assert exact.stderr < 1e-10 and exact.samples == 5 and exact.hvp_count == 15 and exact.method == "hutch++"
+    A = rotated(np.linspace(0.0, 3.0, 30), seed=4)
+    for budget, seed in ((20, 1), (4, 3), (99, 0)):
+        g = torch.Generator().manual_seed(seed)
+        k = max(1, budget // 3)
+        Q, _ = torch.linalg.qr(A @ rademacher_block(30, k, g))
+        m = max(2, budget - 2 * k)
+        G = rademacher_block(30, m, g)
+        G = G - Q @ (Q.T @ G)
+        samples = np.array((G * (A @ G)).sum(dim=0).tolist())
+        expected = float(torch.trace(Q.T @ A @ Q)) + samples.mean()
+        result = hutchpp_trace(A, num_matvecs=budget, seed=seed) if budget != 99 else hutchpp_trace(A)
+        assert result.estimate == pytest.approx(expected, rel=1e-10)
+        assert result.stderr == pytest.approx(samples.std(ddof=1) / math.sqrt(m), rel=1e-8)
+        assert (result.samples, result.hvp_count) == (m, k + Q.shape[1] + m) and 0 < result.wall_s < 60  # Q: <= n columns
