@@ -7,8 +7,10 @@ gradients, a brute-force maximum, or a recomputation from the documented definit
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -356,7 +358,8 @@ def test_hutchinson_is_the_mean_of_v_a_v_over_blocks_until_its_error_target():
 
     A = rotated(np.linspace(-0.5, 4.0, 40), seed=3)
     cases = [dict(max_samples=37, block=10), dict(max_samples=200, block=7, min_samples=15, target_rel=0.05),
-             dict(max_samples=200, block=4, target_stderr=2.0), dict(max_samples=1, block=10)]
+             dict(max_samples=200, block=4, target_stderr=2.0), dict(max_samples=1, block=10),
+             dict(max_samples=2, block=10), dict(max_samples=50, block=2, min_samples=2, target_stderr=1e9)]
     for options in cases:
         g = torch.Generator().manual_seed(6)
         samples: list[float] = []
@@ -379,7 +382,21 @@ def test_hutchinson_is_the_mean_of_v_a_v_over_blocks_until_its_error_target():
         else:
             assert math.isnan(result.stderr)
         assert 0 < result.wall_s < 60
-    assert 10 < hutchinson_trace(A, target_rel=0.05).samples < 1000  # defaults: min 10, max 1000 samples
+    # defaults: blocks of 10, at least 10 samples, at most 1000, seed 0
+    assert hutchinson_trace(A, target_stderr=1e9).samples == 10
+    assert hutchinson_trace(A).samples == 1000
+    assert hutchinson_trace(A, max_samples=10) == dataclasses.replace(hutchinson_trace(A, max_samples=10, seed=0),
+                                                                       wall_s=ANY)
+
+
+def test_hutchinson_stops_when_its_error_equals_the_target():
+    """The rule is stderr <= target: a target equal to the error after the first block stops there."""
+    from landscape.spectra.trace import hutchinson_trace
+
+    A = rotated(np.linspace(-0.5, 4.0, 40), seed=3)
+    first = hutchinson_trace(A, max_samples=10, seed=2)
+    assert hutchinson_trace(A, target_stderr=first.stderr, seed=2).samples == 10
+    assert hutchinson_trace(A, target_stderr=np.nextafter(first.stderr, 0), seed=2).samples > 10
 
 
 def test_hutchpp_is_exact_for_a_matrix_of_rank_below_its_sketch_and_recomputes_otherwise():
