@@ -53,7 +53,7 @@ MODULES = {
     "correlation": Target("landscape/flatness/correlation.py", ("tests/test_correlation.py",)),
     "slq": Target("landscape/spectra/slq.py", SPECTRA + ("tests/test_blind_spots.py",)),
     "lanczos": Target("landscape/spectra/lanczos.py", SPECTRA),
-    "trace": Target("landscape/spectra/trace.py", SPECTRA),
+    "trace": Target("landscape/spectra/trace.py", SPECTRA + ("tests/test_blind_spots.py",)),
     "operators": Target("landscape/curvature/operators.py", ("tests/test_curvature_operators.py",)),
     "dense": Target("landscape/curvature/dense.py", ("tests/test_dense.py",)),
     "diagonal": Target("landscape/curvature/diagonal.py", ("tests/test_diagonal.py",)),
@@ -93,6 +93,21 @@ EQUIVALENT: dict[str, str] = {
        "float64 before normalising it, exactly" for i in (34, 39)},
     "landscape.spectra.slq.x_slq__mutmut_35": "randint(2, ...) is randint(0, 2, ...): the same draws",
     "landscape.spectra.slq.x_slq__mutmut_62": "with k == m the padded slice nodes[p, m:] is empty",
+    "landscape.spectra.trace.x__stderr__mutmut_6": _NAN,
+    "landscape.spectra.trace.x__rademacher__mutmut_9": "randint(2, ...) is randint(0, 2, ...): the same draws",
+    **{f"landscape.spectra.trace.{name}": "the operator is square: shape[1] is shape[0]" for name in (
+        "x_hutchinson_trace__mutmut_9", "x_hutchpp_trace__mutmut_7")},
+    **{f"landscape.spectra.trace.{name}": "on a CPU-only run .to(None) stays on the CPU, as .to(op.device) does "
+       "(tests/test_cuda.py checks the device on a GPU)" for name in (
+        "x__rademacher__mutmut_1", "x_hutchinson_trace__mutmut_25", "x_hutchpp_trace__mutmut_23",
+        "x_hutchpp_trace__mutmut_53")},
+    **{f"landscape.spectra.trace.{name}": "integer +-1 probes: the operator casts them to its dtype, exactly, and "
+       "the products promote to float64" for name in ("x_hutchinson_trace__mutmut_26", "x_hutchpp_trace__mutmut_24")},
+    **{f"landscape.spectra.trace.{name}": "the product is float64 or is promoted to float64 by the multiply "
+       "that follows" for name in ("x_hutchinson_trace__mutmut_33", "x_hutchpp_trace__mutmut_38",
+                                   "x_hutchpp_trace__mutmut_63")},
+    "landscape.spectra.trace.x_hutchpp_trace__mutmut_32": "only a float32 operator sees it: the sketch is then "
+        "orthonormalised in float32, within the float32 error its products carry anyway",
 }
 
 STATUSES = ("killed", "timeout", "survived", "no tests", "suspicious", "segfault", "skipped", "not checked")

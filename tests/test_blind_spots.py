@@ -397,9 +397,13 @@ def test_hutchinson_stops_when_its_error_equals_the_target():
     first = hutchinson_trace(A, max_samples=10, seed=2)
     assert hutchinson_trace(A, target_stderr=first.stderr, seed=2).samples == 10
     assert hutchinson_trace(A, target_stderr=np.nextafter(first.stderr, 0), seed=2).samples > 10
+    rel = first.stderr / abs(first.estimate)
+    assert rel * abs(first.estimate) == first.stderr  # so the relative target is met with equality too
+    assert hutchinson_trace(A, target_rel=rel, seed=2).samples == 10
 
 
 def test_hutchpp_is_exact_for_a_matrix_of_rank_below_its_sketch_and_recomputes_otherwise():
+    from landscape.curvature.base import as_operator
     from landscape.spectra.trace import hutchpp_trace
 
     rng = np.random.default_rng(5)
@@ -422,3 +426,8 @@ def test_hutchpp_is_exact_for_a_matrix_of_rank_below_its_sketch_and_recomputes_o
         assert result.estimate == pytest.approx(expected, rel=1e-10)
         assert result.stderr == pytest.approx(samples.std(ddof=1) / math.sqrt(m), rel=1e-8)
         assert (result.samples, result.hvp_count) == (m, k + Q.shape[1] + m) and 0 < result.wall_s < 60  # Q: <= n columns
+    big = torch.diag(torch.linspace(0.0, 1.0, 120, dtype=torch.float64))
+    assert hutchpp_trace(big) == dataclasses.replace(hutchpp_trace(big, num_matvecs=99, seed=0), wall_s=ANY)
+    op = as_operator(big)
+    op.matvec(torch.ones(120, dtype=torch.float64))  # a product made before is not counted
+    assert hutchpp_trace(op, num_matvecs=30).hvp_count == 30
