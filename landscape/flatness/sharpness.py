@@ -120,8 +120,8 @@ def epsilon_sharpness(
 
     ``box="relative"``: |d_i| <= eps |w_i| (rescaling-invariant); ``box="keskar"``:
     |d_i| <= eps (|w_i| + 1) (Keskar et al. 2017, not invariant). The ascent starts at
-    d = 0 and moves by ``step_fraction`` x the box half-width per step; the largest loss
-    met on the way is the estimate (a lower bound of the true maximum). ``extra`` holds
+    d = 0 and moves by ``step_fraction`` x the box half-width per step (up where a gradient
+    component is 0, so a stationary point is left); the largest loss met on the way is the estimate (a lower bound of the true maximum). ``extra`` holds
     Keskar's normalised value 100 (max - L) / (1 + L) and the ascent trace.
     """
     start = time.perf_counter()
@@ -145,7 +145,9 @@ def epsilon_sharpness(
         g = loss_grad(point)
         with torch.no_grad():
             for n in net.names:
-                delta[n] = torch.clamp(delta[n] + step_fraction * radius[n] * torch.sign(g[n]), -radius[n], radius[n])
+                # a zero gradient component (at a stationary point, all of them) would never move: step it up
+                direction = torch.where(g[n] == 0, 1.0, torch.sign(g[n]))
+                delta[n] = torch.clamp(delta[n] + step_fraction * radius[n] * direction, -radius[n], radius[n])
             value = float(_mean_loss(net, {n: net.base[n] + delta[n] for n in net.names}, batches))
         trace.append(value)
         if not math.isfinite(value):
