@@ -121,8 +121,9 @@ def epsilon_sharpness(
     ``box="relative"``: |d_i| <= eps |w_i| (rescaling-invariant); ``box="keskar"``:
     |d_i| <= eps (|w_i| + 1) (Keskar et al. 2017, not invariant). The ascent starts at
     d = 0 and moves by ``step_fraction`` x the box half-width per step (up where a gradient
-    component is 0, so a stationary point is left); the largest loss met on the way is the estimate (a lower bound of the true maximum). ``extra`` holds
-    Keskar's normalised value 100 (max - L) / (1 + L) and the ascent trace.
+    component is 0, so a stationary point is left); the largest loss met on the way is the
+    estimate (a lower bound of the true maximum). ``extra`` holds Keskar's normalised value
+    100 (max - L) / (1 + L) and the ascent trace.
     """
     start = time.perf_counter()
     if box not in ("relative", "keskar"):

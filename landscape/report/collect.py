@@ -272,10 +272,10 @@ def search_limit(entry: dict) -> str | None:
 def flatness_scalars(run: RunArtifacts) -> dict[str, dict]:
     """Every scalar flatness/curvature number a run holds: name -> {value, stderr, invariant, direction}.
 
-    ``direction`` is +1 when a larger value means SHARPER (so a positive tau with test
-    error is the hypothesis "flat generalizes better"), -1 when larger means flatter
-    (PAC-Bayes sigma, local entropy). ``limit`` is the text to show instead of a value that is
-    only the bound of a search (:func:`search_limit`).
+    ``direction`` is +1 when a larger value means sharper, -1 when it means flatter: the
+    convention and each measure's direction are stated once, in docs/design.md ("Sign
+    conventions"), and tests/test_sign_conventions.py holds this function to it. ``limit`` is
+    the text to show instead of a value that is only the bound of a search (:func:`search_limit`).
     """
     out: dict[str, dict] = {}
 
