@@ -466,7 +466,8 @@ def _flatness_section(runs: list[RunArtifacts]) -> dict | None:
     for run in (r for r in runs if r.flatness):  # runs with no flatness result would be rows of dashes
         scalars = flatness_scalars(run)
         per_run.append({"run": run.name, "label": run_label(run), "scalars": scalars})
-        names += [n for n in scalars if n not in names]
+        # local entropy has its own table below, where a missing value says why
+        names += [n for n in scalars if n not in names and not n.startswith("local entropy ")]
         for n, item in scalars.items():
             invariant.setdefault(n, bool(item["invariant"]))
     entropy, gammas = _entropy_rows(runs)
