@@ -626,16 +626,27 @@ def _spectrum_arrays(folder: Path) -> dict:
         return dict(arrays)
 
 
-def _kill_inside_build(script: Path, out: Path, run: Path, delay: float) -> bool:
-    """Start an exact build and SIGKILL it ``delay`` seconds after its matrix state first exists.
-    True when the kill landed before the build finished."""
+def _blocks_done(out: Path) -> tuple[int, int]:
+    """(blocks done, blocks in all) from the build's state file; (0, 1) before it exists."""
+    try:
+        state = json.loads((out / "hessian.json").read_text())
+        return int(state["blocks_done"]), int(state["num_blocks"])
+    except (OSError, ValueError, KeyError):
+        return 0, 1
+
+
+def _kill_inside_build(script: Path, out: Path, run: Path, fraction: float) -> bool:
+    """Start an exact build and SIGKILL it once its state file records ``fraction`` of the blocks
+    (the state is committed after every block). True when the kill landed before the build finished."""
     child = subprocess.Popen([sys.executable, str(script), "exact", str(out), str(run)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "ready"
     deadline = time.monotonic() + 60
-    while not (out / "hessian.json").exists() and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(delay)
+    while child.poll() is None and time.monotonic() < deadline:
+        done, total = _blocks_done(out)
+        if done >= max(1, fraction * total):
+            break
+        time.sleep(0.002)
     finished = child.poll() is not None
     child.kill()
     child.wait()
@@ -652,7 +663,7 @@ def test_an_exact_build_killed_at_random_points_resumes_to_the_uninterrupted_spe
     run = _fresh_copy(template, tmp_path / "w")
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     _run_child(script, "exact", reference, run, None)
-    kills = sum(_kill_inside_build(script, killed, run, rng.uniform(0.0, 1.0)) for _ in range(2))
+    kills = sum(_kill_inside_build(script, killed, run, rng.uniform(0.05, 0.6)) for _ in range(2))
     assert kills >= 1, f"no kill landed inside the build (kill seed {KILL_SEED})"
     _run_child(script, "exact", killed, run, None)  # resume: the finished blocks are kept
     np.testing.assert_allclose(_spectrum_arrays(killed)["eigenvalues"], _spectrum_arrays(reference)["eigenvalues"],
@@ -687,7 +698,7 @@ def test_reproduce_killed_at_random_points_resumes_to_the_uninterrupted_runs(tmp
     whole = time.perf_counter() - start
     kills = 0
     for _ in range(2):
-        kills += _run_child(script, "reproduce", killed, killed, rng.uniform(0.1, 0.9) * whole)
+        kills += _run_child(script, "reproduce", killed, killed, rng.uniform(0.05, 0.5) * whole)
     assert kills >= 1, f"no kill landed (kill seed {KILL_SEED})"
     _run_child(script, "reproduce", killed, killed, None)
     for name in ("small-mnistfc-sgd-s0", "small-mnistfc-sgd-s1"):
