@@ -27,7 +27,7 @@ CPU_TARGET_S = 480.0
 
 
 def _kind(command: str) -> str:
-    """A step's group: `train <optimizer>`, `spectrum <method>`, `flatness <measure>`, or fig2."""
+    """A step's group: `train <optimizer>`, `spectrum <method>`, `flatness <measure>`, `slice <kind>`, or fig2."""
     words = command.split()
     if command.startswith("landscape train"):
         return "train " + words[words.index("--optimizer") + 1]
@@ -35,6 +35,8 @@ def _kind(command: str) -> str:
         return "spectrum " + words[words.index("--method") + 1]
     if command.startswith("landscape flatness"):
         return "flatness " + words[words.index("--measure") + 1]
+    if command.startswith("landscape slice"):
+        return "slice path" if "--to" in words else "slice " + words[words.index("--directions") + 1]
     return "fig2"
 
 
