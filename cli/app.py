@@ -80,8 +80,11 @@ def main() -> None:
     """The console entry point: switches the platform services on, once and visibly, then runs the command."""
     import os
 
-    line = configure_platform(dict(os.environ))
-    if len(sys.argv) > 2 and sys.argv[1] in ("train", "spectrum", "flatness", "reproduce") and not (
-            {"-q", "--quiet", "-h", "--help", "--dry-run"} & set(sys.argv)):
-        err_console.print(line, highlight=False, soft_wrap=True)
+    # help and --version do no work: they skip the torch import and the quarter-second CPU sample
+    args = set(sys.argv[1:])
+    if len(sys.argv) > 2 and not {"-h", "--help", "--version"} & args:
+        line = configure_platform(dict(os.environ))
+        if sys.argv[1] in ("train", "spectrum", "flatness", "reproduce", "slice") and not (
+                {"-q", "--quiet", "--dry-run"} & args):
+            err_console.print(line, highlight=False, soft_wrap=True)
     app()
